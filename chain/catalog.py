@@ -1,0 +1,205 @@
+"""Scene discovery: the Sentinel-2-like series as one folder per date of single-band GeoTIFFs + a mask.
+
+The catalogue records dates, files and the reference grid. Nothing is copied: readers go back to
+the original files through ``chain.raster.read_on_grid``. Only headers are opened here, so building
+the catalogue is cheap and doubles as the input check that runs before any heavy work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import CRSError, RasterioIOError
+
+from chain.config import Config, S2Input
+from chain.errors import ConfigError, InputError, InputMissingError
+from chain.grid import GridSpec
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".vrt"}
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    date: dt.date
+    bands: dict[str, str]  # band name -> file path
+    mask: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    grid: GridSpec
+    bands: tuple[str, ...]
+    acquisitions: tuple[Acquisition, ...]
+    nodata: float | None
+    scale: float
+    offset: float
+    saturation: float | None
+    mask_valid_values: tuple[int, ...]
+    resampling: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dates(self) -> list[dt.date]:
+        return [a.date for a in self.acquisitions]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "grid": self.grid.to_dict(),
+            "bands": list(self.bands),
+            "acquisitions": [{"date": a.date.isoformat(), "bands": a.bands, "mask": a.mask} for a in self.acquisitions],
+            "nodata": self.nodata,
+            "scale": self.scale,
+            "offset": self.offset,
+            "saturation": self.saturation,
+            "mask_valid_values": list(self.mask_valid_values),
+            "resampling": self.resampling,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Catalog":
+        return cls(
+            grid=GridSpec.from_dict(d["grid"]),
+            bands=tuple(d["bands"]),
+            acquisitions=tuple(
+                Acquisition(dt.date.fromisoformat(a["date"]), dict(a["bands"]), a["mask"]) for a in d["acquisitions"]
+            ),
+            nodata=d["nodata"],
+            scale=d["scale"],
+            offset=d["offset"],
+            saturation=d["saturation"],
+            mask_valid_values=tuple(d["mask_valid_values"]),
+            resampling=d["resampling"],
+        )
+
+
+def _stem_matches(stem: str, name: str) -> bool:
+    # "B8" must match "SENTINEL2_..._B8" and "B8" but not "..._B8A"
+    return re.search(rf"(^|[_\-.]){re.escape(name)}$", stem, flags=re.IGNORECASE) is not None
+
+
+def _find_file(folder: Path, name: str) -> Path | None:
+    hits = sorted(p for p in folder.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and _stem_matches(p.stem, name))
+    if len(hits) > 1:
+        raise InputError(f"{folder}: several files match {name!r}: {[h.name for h in hits]}; keep one per date")
+    return hits[0] if hits else None
+
+
+def discover_s2(cfg: S2Input) -> list[Acquisition]:
+    root = cfg.path
+    if not root.is_dir():
+        raise InputMissingError(f"inputs.s2.path: folder {str(root)!r} does not exist (expected one sub-folder per date)")
+    try:
+        pattern = re.compile(cfg.date_regex)
+    except re.error as exc:
+        raise ConfigError(f"inputs.s2.date_regex {cfg.date_regex!r} is not a valid regular expression: {exc}") from None
+    acquisitions: dict[dt.date, Acquisition] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        m = pattern.search(folder.name)
+        if not m:
+            continue
+        raw = m.groupdict().get("date") or m.group(0)
+        try:
+            date = dt.datetime.strptime(raw, "%Y%m%d").date()
+        except ValueError:
+            raise InputError(f"{folder}: {raw!r} is not a date of the form YYYYMMDD") from None
+        if date in acquisitions:
+            raise InputError(f"{folder}: date {date} appears twice in {root}; keep one folder per date")
+        bands: dict[str, str] = {}
+        missing = []
+        for band in cfg.bands:
+            hit = _find_file(folder, band)
+            if hit is None:
+                missing.append(band)
+            else:
+                bands[band] = str(hit)
+        mask = _find_file(folder, cfg.mask_name)
+        if missing or mask is None:
+            what = missing + ([f"mask '{cfg.mask_name}'"] if mask is None else [])
+            raise InputMissingError(
+                f"{folder}: missing {', '.join(what)}; expected one GeoTIFF per band named like '<prefix>_<BAND>.tif' "
+                f"and a mask '<prefix>_{cfg.mask_name}.tif' (bands from inputs.s2.bands: {cfg.bands})"
+            )
+        acquisitions[date] = Acquisition(date, bands, str(mask))
+    if not acquisitions:
+        raise InputMissingError(
+            f"inputs.s2.path: no date folder in {str(root)!r} (folder names must contain a date matching {cfg.date_regex!r}, e.g. 20210105)"
+        )
+    return [acquisitions[d] for d in sorted(acquisitions)]
+
+
+def _header(path: str) -> dict[str, Any]:
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise InputError(
+                    f"raster {path!r} has no CRS; every input must be georeferenced (assign one with "
+                    f"`gdal_edit.py -a_srs EPSG:xxxx {path}` if you know it)"
+                )
+            return {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height,
+                    "nodata": src.nodata, "count": src.count, "bounds": src.bounds}
+    except RasterioIOError as exc:
+        raise InputError(f"raster {path!r} cannot be opened by GDAL ({exc}); the file may be corrupt or truncated") from None
+
+
+def define_grid(cfg: Config, first_band: dict[str, Any]) -> GridSpec:
+    """The reference grid: the first 10 m-class band's grid, unless the config sets crs/resolution/bounds."""
+    g = cfg.grid
+    if g.crs is None and g.resolution_m is None and g.bounds is None:
+        t = first_band["transform"]
+        return GridSpec(first_band["crs"].to_wkt(), tuple(t)[:6], first_band["width"], first_band["height"])
+    try:
+        crs = CRS.from_user_input(g.crs) if g.crs else first_band["crs"]
+    except CRSError as exc:
+        raise ConfigError(f"grid.crs {g.crs!r} is not a CRS GDAL knows ({exc}); use e.g. 'EPSG:32740'") from None
+    if crs.is_geographic and g.resolution_m is not None:
+        raise ConfigError(f"grid.crs {g.crs!r} is geographic (degrees) but grid.resolution_m is in metres; use a projected CRS (UTM)")
+    res = g.resolution_m or abs(first_band["transform"].a)
+    if g.bounds is not None:
+        bounds = g.bounds
+    else:
+        from rasterio.warp import transform_bounds
+
+        bounds = transform_bounds(first_band["crs"], crs, *first_band["bounds"])
+    return GridSpec.from_bounds(crs, bounds, res)
+
+
+def build_catalog(cfg: Config) -> Catalog:
+    s2 = cfg.inputs.s2
+    acquisitions = discover_s2(s2)
+    headers = {}
+    for acq in acquisitions:
+        for path in [*acq.bands.values(), acq.mask]:
+            headers[path] = _header(path)
+    first = headers[acquisitions[0].bands[s2.bands[0]]]
+    grid = define_grid(cfg, first)
+    nodata = s2.nodata if s2.nodata is not None else first["nodata"]
+    return Catalog(
+        grid=grid,
+        bands=tuple(s2.bands),
+        acquisitions=tuple(acquisitions),
+        nodata=nodata,
+        scale=s2.scale,
+        offset=s2.offset,
+        saturation=s2.saturation,
+        mask_valid_values=tuple(s2.mask_valid_values),
+        resampling=s2.resampling,
+    )
+
+
+def fingerprint_files(paths: list[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) for each file: cheap, and enough to notice a replaced input."""
+    out = []
+    for p in sorted(paths):
+        st = Path(p).stat()
+        out.append((p, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def catalog_files(cat: Catalog) -> list[str]:
+    return [p for a in cat.acquisitions for p in [*a.bands.values(), a.mask]]

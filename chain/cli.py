@@ -1,0 +1,162 @@
+"""The command line: parse, call the engine, turn errors into one message and an exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from chain import __version__
+from chain.errors import ChainError
+
+log = logging.getLogger("chain.cli")
+
+
+def _guard(verbose: int, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ChainError as exc:
+        if verbose > 0:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: finished steps and tiles are kept; run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+verbose_opt = click.option("-v", "--verbose", count=True, help="More detail (-v: debug log and tracebacks).")
+quiet_opt = click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+set_opt = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                       help="Override a config key, e.g. --set model.n_estimators=200 (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="chain")
+def main() -> None:
+    """chain: land-cover maps from satellite time series and reference polygons."""
+
+
+def _setup(verbose: int, quiet: bool) -> None:
+    from chain.log import configure
+
+    configure(-1 if quiet else verbose)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--from", "from_step", metavar="STEP", help="Re-run from this step on (earlier steps must be up to date).")
+@click.option("--to", "to_step", metavar="STEP", help="Stop after this step.")
+@click.option("--force", is_flag=True, help="Re-run every selected step even if up to date.")
+@click.option("--dry-run", is_flag=True, help="Only say which steps would run, and why.")
+@set_opt
+@verbose_opt
+@quiet_opt
+def run(config: Path, from_step: str | None, to_step: str | None, force: bool, dry_run: bool,
+        overrides: tuple[str, ...], verbose: int, quiet: bool) -> None:
+    """Run the chain described by CONFIG (resumes where a previous run stopped)."""
+    _setup(verbose, quiet)
+
+    def go() -> None:
+        from chain import config as cfgmod
+        from chain.runner import run_pipeline
+
+        cfg = cfgmod.load(config, list(overrides))
+        reports = run_pipeline(cfg, from_step, to_step, force, dry_run)
+        _print_summary(reports, cfg.workdir, dry_run)
+
+    _guard(verbose, go)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@set_opt
+@verbose_opt
+def plan(config: Path, overrides: tuple[str, ...], verbose: int) -> None:
+    """Say which steps a run would execute, and why (nothing is run)."""
+    _setup(verbose, False)
+
+    def go() -> None:
+        from chain import config as cfgmod
+        from chain.runner import run_pipeline
+
+        cfg = cfgmod.load(config, list(overrides))
+        _print_summary(run_pipeline(cfg, dry_run=True), cfg.workdir, True)
+
+    _guard(verbose, go)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@set_opt
+@verbose_opt
+def validate(config: Path, overrides: tuple[str, ...], verbose: int) -> None:
+    """Check CONFIG and every input it names, without running anything."""
+    _setup(verbose, False)
+
+    def go() -> None:
+        from chain import config as cfgmod
+        from chain.runner import check
+        from steps.ingest import preflight
+
+        cfg = cfgmod.load(config, list(overrides))
+        ctx = check(cfg)
+        cat, polys = preflight(ctx)
+        g = cat.grid
+        click.echo(f"config OK: {config}")
+        click.echo(f"  grid: {g.width} x {g.height} px of {g.res[0]:g} m, {g.crs.to_string()}")
+        click.echo(f"  series: {len(cat.acquisitions)} dates {cat.dates[0]} .. {cat.dates[-1]}, bands {' '.join(cat.bands)}")
+        click.echo(f"  reference: {len(polys)} polygons, {polys['code'].nunique()} classes")
+
+    _guard(verbose, go)
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--size", "size_px", default=500, show_default=True, help="Scene width and height in pixels (10 m).")
+@click.option("--dates", "n_dates", default=24, show_default=True, help="Number of acquisition dates.")
+@click.option("--fields", "n_fields", default=250, show_default=True, help="Number of fields.")
+@click.option("--seed", default=0, show_default=True)
+@verbose_opt
+def demo(out: Path, size_px: int, n_dates: int, n_fields: int, seed: int, verbose: int) -> None:
+    """Write the synthetic demo scene (S2-like series, masks, reference polygons, truth) to OUT."""
+    _setup(verbose, False)
+    from chain.demo import generate
+
+    _guard(verbose, lambda: generate(out, size_px, n_dates, n_fields, seed))
+    click.echo(f"demo scene written to {out}")
+
+
+@main.command(name="steps")
+def list_steps() -> None:
+    """List the steps in pipeline order."""
+    from chain.runner import REGISTRY, step_names
+
+    for name in step_names():
+        doc = (sys.modules[REGISTRY[name].__module__].__doc__ or "").strip().splitlines()[0]
+        click.echo(f"{name:<10} {doc.split(':', 1)[-1].strip()}")
+
+
+def _print_summary(reports: list[Any], workdir: Path, dry_run: bool) -> None:
+    click.echo("")
+    for r in reports:
+        extra = f"{r.seconds:6.1f} s" if r.action == "ran" else ""
+        why = f"  ({r.reason})" if r.reason else ""
+        click.echo(f"  {r.step:<10} {r.action:<11} {extra}{why}")
+    if not dry_run:
+        final = workdir / "final"
+        if (final / "RESULTS.txt").exists():
+            import json
+
+            m = json.loads((final / "metrics.json").read_text())["summary"]
+            click.echo(f"\nmaps and report in {final}  (OA {m['oa']['mean']:.3f}, kappa {m['kappa']['mean']:.3f})")
+        else:
+            click.echo(f"\noutputs in {workdir}")
+
+
+if __name__ == "__main__":
+    main()

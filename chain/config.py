@@ -1,0 +1,250 @@
+"""The configuration: YAML -> typed, validated, frozen models.
+
+Defaults live here and only here. Every section is validated before any work starts; unknown keys
+are errors with a closest-name hint; messages name the file and the key path. Relative paths are
+relative to the config file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+from chain.errors import ConfigError
+
+S2_BANDS = ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"]
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return value.resolve() if value.is_absolute() else value
+
+
+PathFromConfig = Annotated[Path, AfterValidator(_resolve)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S2Input(Section):
+    """Sentinel-2-like series: one folder per date, single-band GeoTIFFs and a cloud mask."""
+
+    path: PathFromConfig
+    bands: list[str] = Field(default_factory=lambda: list(S2_BANDS), min_length=1)
+    date_regex: str = r"(?P<date>\d{8})"
+    mask_name: str = "MASK"
+    mask_valid_values: list[int] = Field(default_factory=lambda: [0])
+    nodata: float | None = None
+    saturation: float | None = None
+    scale: float = Field(1e-4, gt=0)
+    offset: float = 0.0
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+
+
+class ReferenceInput(Section):
+    path: PathFromConfig
+    class_field: str = "code"
+    name_field: str | None = None
+    layer: str | None = None
+
+
+class Inputs(Section):
+    s2: S2Input
+    reference: ReferenceInput
+
+
+class GridConfig(Section):
+    crs: str | None = None
+    resolution_m: float | None = Field(None, gt=0)
+    bounds: tuple[float, float, float, float] | None = None
+    tile_size_px: int = Field(512, ge=16, le=16384)
+
+    @model_validator(mode="after")
+    def _bounds_order(self) -> "GridConfig":
+        if self.bounds is not None:
+            left, bottom, right, top = self.bounds
+            if not (left < right and bottom < top):
+                raise ValueError(f"bounds must be [left, bottom, right, top] with left < right and bottom < top, got {list(self.bounds)}")
+        return self
+
+
+class GapfillConfig(Section):
+    start: dt.date | None = None
+    end: dt.date | None = None
+    interval_days: int = Field(10, ge=1, le=366)
+    method: Literal["linear"] = "linear"
+
+    @model_validator(mode="after")
+    def _order(self) -> "GapfillConfig":
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"start ({self.start}) is after end ({self.end})")
+        return self
+
+
+class FeaturesConfig(Section):
+    indices: list[Literal["ndvi", "ndwi", "brightness"]] = Field(default_factory=lambda: ["ndvi", "ndwi", "brightness"])
+    write_cube: bool = False
+
+
+class SplitConfig(Section):
+    scheme: Literal["30/70", "64/16/20"] = "30/70"
+    runs: int = Field(1, ge=1, le=100)
+    min_polygons_per_class: int = Field(2, ge=1)
+    small_class: Literal["error", "drop"] = "error"
+
+
+class SampleConfig(Section):
+    max_pixels_per_class: int | None = Field(None, ge=1)
+    max_pixels_per_polygon: int | None = Field(None, ge=1)
+
+
+class RFModel(Section):
+    type: Literal["rf"] = "rf"
+    n_estimators: int = Field(100, ge=1)
+    max_depth: int | None = Field(25, ge=1)
+    min_samples_split: int = Field(2, ge=2)
+    min_samples_leaf: int = Field(1, ge=1)
+    max_features: Literal["sqrt", "log2"] | float = "sqrt"
+    class_weight: Literal["balanced", "balanced_subsample"] | None = None
+    n_jobs: int = -1
+
+
+class ClusterConfig(Section):
+    type: Literal["local"] = "local"
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "4GiB"
+    processes: bool = True
+    retries: int = Field(1, ge=0)
+    gdal_cache_mb: int = Field(256, ge=16)
+
+
+class MosaicConfig(Section):
+    cog: bool = True
+    compress: Literal["deflate", "zstd", "lzw"] = "deflate"
+
+
+class ClassInfo(Section):
+    name: str | None = None
+    color: tuple[int, int, int] | str | None = None
+
+
+class DemoConfig(Section):
+    """When present, ``chain run`` generates the synthetic demo scene at the input paths if missing."""
+
+    size_px: int = Field(500, ge=32, le=20000)
+    n_dates: int = Field(24, ge=3, le=150)
+    n_fields: int = Field(250, ge=8)
+    seed: int = 0
+    year: int = 2021
+
+
+class Config(Section):
+    workdir: PathFromConfig
+    seed: int = 0
+    inputs: Inputs
+    grid: GridConfig = GridConfig()
+    gapfill: GapfillConfig = GapfillConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    split: SplitConfig = SplitConfig()
+    sample: SampleConfig = SampleConfig()
+    model: RFModel = RFModel()
+    cluster: ClusterConfig = ClusterConfig()
+    mosaic: MosaicConfig = MosaicConfig()
+    classes: dict[int, ClassInfo] = Field(default_factory=dict)
+    demo: DemoConfig | None = None
+
+    # where the config came from, for messages; not part of the config itself
+    source: Path | None = Field(None, exclude=True)
+
+    def section_hash(self, *names: str) -> str:
+        return stable_hash({n: self.section(n) for n in names})
+
+    def section(self, name: str) -> Any:
+        return json.loads(self.model_dump_json(include={name}))[name] if name in type(self).model_fields else None
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``loc`` (to suggest names for an unknown key)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        hint = ""
+        if model is not None:
+            close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys here: {', '.join(k for k in model.model_fields if k != 'source')}"
+        return f"unknown key '{key}'{hint}"
+    if err["type"] == "missing":
+        return f"missing required key '{key}'"
+    value = err.get("input")
+    shown = "" if isinstance(value, (dict, list)) and len(str(value)) > 60 else f" (got {value!r})"
+    return f"key '{key}': {err['msg']}{shown}"
+
+
+def parse(data: Any, source: Path | None = None, base_dir: Path | None = None) -> Config:
+    where = str(source) if source else "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a YAML mapping of sections (workdir, inputs, ...), got {type(data).__name__}")
+    try:
+        cfg = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        lines = sorted({_describe(e) for e in exc.errors()})
+        raise ConfigError(f"{where}: {len(lines)} problem(s) in the configuration:\n  - " + "\n  - ".join(lines)) from None
+    return cfg.model_copy(update={"source": source})
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def load(path: Path | str, overrides: list[str] | None = None) -> Config:
+    """Read, override (``key.path=value``, value parsed as YAML), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found (expected a YAML file such as configs/example.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        set_key(data if isinstance(data, dict) else {}, key.strip(), yaml.safe_load(raw))
+    return parse(data, source=path.resolve(), base_dir=path.resolve().parent)

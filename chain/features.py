@@ -1,0 +1,132 @@
+"""The per-window feature pipeline: read onto the grid -> mask -> gap-fill -> indices.
+
+One function, ``compute_features``, serves sampling and classification alike, so a full-scene
+feature cube never has to be written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from chain import gapfill
+from chain.catalog import Catalog
+from chain.config import Config
+from chain.errors import ConfigError
+from chain.raster import read_on_grid
+
+
+def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    s = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(s != 0, (a - b) / s, 0.0).astype(np.float32)
+
+
+# name -> (bands it needs, function of {band: reflectance array})
+INDICES: dict[str, tuple[tuple[str, ...] | None, Callable[[dict[str, np.ndarray]], np.ndarray]]] = {
+    "ndvi": (("B8", "B4"), lambda b: _normalized_difference(b["B8"], b["B4"])),
+    # Gao's NDWI (NIR vs SWIR), sensitive to vegetation water content, as in iota2's default features
+    "ndwi": (("B8", "B11"), lambda b: _normalized_difference(b["B8"], b["B11"])),
+    # None = every band of the series
+    "brightness": (None, lambda b: np.sqrt(sum(v * v for v in b.values())).astype(np.float32)),
+}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    bands: tuple[str, ...]
+    indices: tuple[str, ...]
+    dates: tuple[dt.date, ...]
+
+    @property
+    def names(self) -> list[str]:
+        per = [*self.bands, *(i.upper() for i in self.indices)]
+        return [f"{f}_{d:%Y%m%d}" for f in per for d in self.dates]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bands": list(self.bands), "indices": list(self.indices),
+                "dates": [d.isoformat() for d in self.dates], "names": self.names}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
+        return cls(tuple(d["bands"]), tuple(d["indices"]), tuple(dt.date.fromisoformat(x) for x in d["dates"]))
+
+
+def output_dates(cfg: Config, cat: Catalog) -> list[dt.date]:
+    """The regular date grid; raises ConfigError when it does not overlap the acquisitions."""
+    first, last = cat.dates[0], cat.dates[-1]
+    start = cfg.gapfill.start or first
+    end = cfg.gapfill.end or last
+    if start > last or end < first:
+        raise ConfigError(
+            f"gapfill dates {start}..{end} do not overlap the acquisitions ({first}..{last}, {len(cat.dates)} dates); "
+            "set gapfill.start/end inside that range or leave them out to use it"
+        )
+    if start > end:
+        raise ConfigError(f"gapfill.start ({start}) is after gapfill.end ({end})")
+    return gapfill.date_grid(start, end, cfg.gapfill.interval_days)
+
+
+def feature_spec(cfg: Config, cat: Catalog) -> FeatureSpec:
+    for name in cfg.features.indices:
+        needed, _ = INDICES[name]
+        missing = [b for b in (needed or ()) if b not in cat.bands]
+        if missing:
+            raise ConfigError(f"features.indices: {name!r} needs band(s) {missing}, which inputs.s2.bands {list(cat.bands)} lacks")
+    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)))
+
+
+def read_series(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Raw values (T, B, h, w) as stored and validity (T, h, w) over ``window`` of the grid."""
+    h, w = int(window.height), int(window.width)
+    T, B = len(cat.acquisitions), len(cat.bands)
+    values = None
+    valid = np.ones((T, h, w), dtype=bool)
+    resampling = Resampling[cat.resampling]
+    for t, acq in enumerate(cat.acquisitions):
+        mask = read_on_grid(acq.mask, cat.grid, window, Resampling.nearest, nodata=255)
+        valid[t] &= np.isin(mask, cat.mask_valid_values)
+        for b, band in enumerate(cat.bands):
+            arr = read_on_grid(acq.bands[band], cat.grid, window, resampling, nodata=cat.nodata)
+            if values is None:
+                values = np.empty((T, B, h, w), dtype=arr.dtype)
+            values[t, b] = arr
+            if cat.nodata is not None:
+                valid[t] &= arr != cat.nodata
+            if cat.saturation is not None:
+                valid[t] &= arr < cat.saturation
+            if arr.dtype.kind == "f":
+                valid[t] &= np.isfinite(arr)
+    assert values is not None
+    return values, valid
+
+
+@dataclass
+class FeatureBlock:
+    values: np.ndarray  # (F, h, w) float32, NaN where the pixel has no valid observation
+    n_valid: np.ndarray  # (h, w) uint16: clear observations per pixel (PixelsValidity)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.n_valid > 0
+
+
+def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:
+    raw, valid = read_series(cat, window)
+    T, B, h, w = raw.shape
+    in_days = gapfill.to_days(cat.dates)
+    out_days = gapfill.to_days(list(spec.dates))
+    filled = gapfill.linear(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
+    filled = filled * np.float32(cat.scale) + np.float32(cat.offset)  # (T_out, B, N) reflectance
+    bands = {name: filled[:, i, :] for i, name in enumerate(cat.bands)}
+    blocks = [filled.transpose(1, 0, 2)]  # (B, T_out, N): band-major, as in FeatureSpec.names
+    for name in spec.indices:
+        needed, fn = INDICES[name]
+        blocks.append(fn({k: bands[k] for k in (needed or cat.bands)})[None])
+    values = np.concatenate(blocks, axis=0).reshape(-1, h, w)
+    return FeatureBlock(values.astype(np.float32, copy=False), valid.sum(axis=0).astype(np.uint16))

@@ -1,0 +1,67 @@
+"""Temporal gap-filling with the OTB / iota2 semantics, vectorised over pixels.
+
+An output date gets the linear interpolation between the nearest valid observation on or before it
+and the nearest valid one on or after it; before the first (after the last) valid observation the
+first (last) valid value is replicated; a pixel with no valid observation gets NaN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+
+def date_grid(start: dt.date, end: dt.date, interval_days: int) -> list[dt.date]:
+    """Regular dates from ``start`` every ``interval_days`` up to ``end`` (inclusive)."""
+    n = (end - start).days // interval_days + 1
+    return [start + dt.timedelta(days=i * interval_days) for i in range(n)]
+
+
+def to_days(dates: list[dt.date]) -> np.ndarray:
+    return np.array([d.toordinal() for d in dates], dtype=np.int64)
+
+
+def linear(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days: np.ndarray) -> np.ndarray:
+    """Gap-fill ``values`` of shape (T, B, N) (or (T, N)) observed on ``in_days`` onto ``out_days``.
+
+    ``valid`` has shape (T, N): one validity per date and pixel, shared by the bands.
+    Returns float32 of shape (T_out, B, N) (or (T_out, N)).
+    """
+    squeeze = values.ndim == 2
+    if squeeze:
+        values = values[:, None, :]
+    T, B, N = values.shape
+    if valid.shape != (T, N):
+        raise ValueError(f"valid must have shape {(T, N)}, got {valid.shape}")
+    in_days = np.asarray(in_days, dtype=np.int64)
+    out_days = np.asarray(out_days, dtype=np.int64)
+    if T and np.any(np.diff(in_days) <= 0):
+        raise ValueError("input dates must be strictly increasing")
+
+    if T == 0:
+        raise ValueError("no input date to gap-fill from")
+
+    idx = np.arange(T)[:, None]
+    # per pixel: last valid index at or before t, first valid index at or after t
+    last = np.maximum.accumulate(np.where(valid, idx, -1), axis=0)
+    first = np.minimum.accumulate(np.where(valid, idx, T)[::-1], axis=0)[::-1]
+
+    k_le = np.searchsorted(in_days, out_days, side="right") - 1  # last input date <= d
+    k_ge = np.searchsorted(in_days, out_days, side="left")  # first input date >= d
+    prev = np.where(k_le[:, None] >= 0, last[np.clip(k_le, 0, T - 1)], -1)
+    nxt = np.where(k_ge[:, None] < T, first[np.clip(k_ge, 0, T - 1)], T)
+
+    has_prev, has_next = prev >= 0, nxt < T
+    # edges replicate the nearest valid value: collapse the missing side onto the present one
+    p = np.where(has_prev, prev, np.where(has_next, nxt, 0))
+    n = np.where(has_next, nxt, p)
+    dp, dn = in_days[p], in_days[n]
+    span = (dn - dp).astype(np.float64)
+    w = np.where(span > 0, (out_days[:, None] - dp) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+
+    vp = np.take_along_axis(values, p[:, None, :], axis=0).astype(np.float32, copy=False)
+    vn = np.take_along_axis(values, n[:, None, :], axis=0).astype(np.float32, copy=False)
+    out = vp + w[:, None, :] * (vn - vp)
+    out[:, :, ~valid.any(axis=0)] = np.nan
+    return out[:, 0, :] if squeeze else out

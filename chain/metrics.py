@@ -1,0 +1,44 @@
+"""Accuracy metrics as pure numpy functions: confusion matrix, OA, kappa, per-class P/R/F1, CIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+def confusion(ref: np.ndarray, pred: np.ndarray, labels: list[int]) -> np.ndarray:
+    """Counts with rows = reference, columns = prediction, in ``labels`` order (others ignored)."""
+    index = {c: i for i, c in enumerate(labels)}
+    lut = np.full(max(max(labels), int(ref.max(initial=0)), int(pred.max(initial=0))) + 1, -1, dtype=np.int64)
+    for c, i in index.items():
+        lut[c] = i
+    r, p = lut[ref], lut[pred]
+    ok = (r >= 0) & (p >= 0)
+    n = len(labels)
+    return np.bincount(r[ok] * n + p[ok], minlength=n * n).reshape(n, n)
+
+
+def scores(cm: np.ndarray) -> dict[str, Any]:
+    cm = cm.astype(np.float64)
+    total = cm.sum()
+    diag = np.diag(cm)
+    oa = diag.sum() / total if total else float("nan")
+    pe = (cm.sum(0) * cm.sum(1)).sum() / total**2 if total else float("nan")
+    kappa = (oa - pe) / (1 - pe) if total and pe != 1 else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(cm.sum(0) > 0, diag / cm.sum(0), 0.0)
+        recall = np.where(cm.sum(1) > 0, diag / cm.sum(1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"oa": float(oa), "kappa": float(kappa), "precision": precision.tolist(), "recall": recall.tolist(),
+            "f1": f1.tolist(), "n": int(total)}
+
+
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t confidence interval (half-width NaN for one value)."""
+    a = np.asarray(values, dtype=np.float64)
+    if len(a) < 2:
+        return float(a.mean()) if len(a) else float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
+    return float(a.mean()), float(half)

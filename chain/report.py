@@ -1,0 +1,93 @@
+"""Validation outputs: RESULTS.txt (the iota2-style text users know), metrics.json, confusion PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chain.atomic import atomic_path, write_json, write_text
+from chain.metrics import mean_ci, scores
+
+
+def run_metrics(cm: np.ndarray, labels: list[int]) -> dict[str, Any]:
+    s = scores(cm)
+    return {
+        "oa": s["oa"], "kappa": s["kappa"], "n_pixels": s["n"],
+        "per_class": {str(c): {"precision": p, "recall": r, "f1": f, "n_reference": int(cm[i].sum())}
+                      for i, (c, p, r, f) in enumerate(zip(labels, s["precision"], s["recall"], s["f1"]))},
+        "confusion": cm.tolist(),
+    }
+
+
+def summarize(runs: list[dict[str, Any]], labels: list[int]) -> dict[str, Any]:
+    def agg(values: list[float]) -> dict[str, float]:
+        m, h = mean_ci(values)
+        return {"mean": m, "ci95": h}
+
+    out: dict[str, Any] = {"oa": agg([r["oa"] for r in runs]), "kappa": agg([r["kappa"] for r in runs]), "per_class": {}}
+    for c in labels:
+        out["per_class"][str(c)] = {k: agg([r["per_class"][str(c)][k] for r in runs]) for k in ("precision", "recall", "f1")}
+    return out
+
+
+def _pm(a: dict[str, float], digits: int = 3) -> str:
+    return f"{a['mean']:.{digits}f}" + ("" if np.isnan(a["ci95"]) else f" +- {a['ci95']:.{digits}f}")
+
+
+def results_text(runs: list[dict[str, Any]], summary: dict[str, Any], labels: list[int], names: dict[int, str], part: str) -> str:
+    lines = [f"Validation on the '{part}' polygons of each run (pixels inside polygons).", "#row = reference", "#col = production", ""]
+    width = max(7, *(len(str(c)) for c in labels))
+    for r, m in enumerate(runs):
+        lines += [f"*********** Run {r} ***********", f"Confusion matrix (Classif_Seed_{r}.tif):", ""]
+        lines.append(" " * (width + 2) + "".join(f"{c:>{width}}" for c in labels))
+        for c, row in zip(labels, m["confusion"]):
+            lines.append(f"{c:>{width}}  " + "".join(f"{v:>{width}}" for v in row))
+        lines += ["", f"KAPPA : {m['kappa']:.3f}", f"OA : {m['oa']:.3f}", ""]
+    lines += [f"#################### Summary over {len(runs)} run(s): mean +- 95% CI ####################", "",
+              f"OA = {_pm(summary['oa'])}", f"Kappa = {_pm(summary['kappa'])}", "",
+              f"{'class':<28}{'Precision':>18}{'Recall':>18}{'F1':>18}"]
+    for c in labels:
+        pc = summary["per_class"][str(c)]
+        label = f"{c} {names.get(c, '')}".strip()
+        lines.append(f"{label:<28}{_pm(pc['precision']):>18}{_pm(pc['recall']):>18}{_pm(pc['f1']):>18}")
+    return "\n".join(lines) + "\n"
+
+
+def confusion_png(path: Path, cm: np.ndarray, labels: list[int], names: dict[int, str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
+    ticks = [f"{c} {names.get(c, '')}".strip() for c in labels]
+    fig, ax = plt.subplots(figsize=(1.0 * len(labels) + 3, 0.8 * len(labels) + 2.5), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(labels)), ticks, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), ticks)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="recall share of the reference row")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_reports(final: Path, runs: list[dict[str, Any]], labels: list[int], names: dict[int, str], part: str) -> dict[str, Any]:
+    summary = summarize(runs, labels)
+    for r, m in enumerate(runs):
+        confusion_png(final / f"confusion_Seed_{r}.png", np.array(m["confusion"]), labels, names,
+                      f"Run {r}: OA {m['oa']:.3f}, kappa {m['kappa']:.3f}")
+    write_json(final / "metrics.json", {"evaluated_on": part, "labels": labels, "names": {str(k): v for k, v in names.items()},
+                                       "runs": runs, "summary": summary})
+    write_text(final / "RESULTS.txt", results_text(runs, summary, labels, names, part))
+    return summary

@@ -1,0 +1,316 @@
+"""The step engine: declared outputs, a ledger of what ran with which parameters, reasons to re-run.
+
+A step is up to date when its ledger record is complete and its signature (step version, the config
+values it reads, fingerprints of external inputs, signatures of the steps it depends on) is
+unchanged and its declared outputs exist. A changed parameter therefore re-runs that step and every
+step downstream of it, and nothing else. A step interrupted mid-way keeps the tiles it finished
+(each written atomically) and resumes from there when re-run with the same signature.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from chain.atomic import clean_temporaries, write_json
+from chain.config import Config, stable_hash
+from chain.errors import StateError, StepError
+
+log = logging.getLogger(__name__)
+
+
+class Step:
+    """A processing step. Subclasses set ``name``/``requires``/``version`` and implement the hooks."""
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[str] = "1"
+    tiled: ClassVar[bool] = False
+
+    def check(self, ctx: "Context") -> None:
+        """Cheap checks of config and inputs, run for every step before the first one starts."""
+
+    def params(self, ctx: "Context") -> dict[str, Any]:
+        """The config values that change this step's outputs (cluster size, for instance, does not)."""
+        return {}
+
+    def external_inputs(self, ctx: "Context") -> list[str]:
+        """Files made outside the chain that this step reads (fingerprinted by size and mtime)."""
+        return []
+
+    def outputs(self, ctx: "Context") -> list[Path]:
+        raise NotImplementedError
+
+    def run(self, ctx: "Context") -> None:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Step]] = {}
+
+
+def register(cls: type[Step]) -> type[Step]:
+    if cls.name in REGISTRY:
+        raise RuntimeError(f"step {cls.name!r} registered twice")
+    unknown = [r for r in cls.requires if r not in REGISTRY]
+    if unknown:
+        raise RuntimeError(f"step {cls.name!r} requires {unknown}, which are not registered before it")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def step_names() -> list[str]:
+    import steps  # noqa: F401  (registers the built-in steps, in pipeline order)
+
+    return list(REGISTRY)
+
+
+@dataclass
+class Context:
+    cfg: Config
+    workdir: Path
+    signatures: dict[str, str] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    _client: Any = None
+
+    def dir(self, step: str) -> Path:
+        return self.workdir / step
+
+    @property
+    def final(self) -> Path:
+        return self.workdir / "final"
+
+    def client(self) -> Any:
+        if self._client is None:
+            from chain.cluster import open_client
+
+            self._client = open_client(self.cfg.cluster)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            cluster = self._client.cluster
+            self._client.close()
+            if cluster is not None:
+                cluster.close()
+            self._client = None
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+
+# ---- ledger -------------------------------------------------------------------------------------
+
+def ledger_path(workdir: Path, step: str) -> Path:
+    return workdir / ".chain" / "ledger" / f"{step}.json"
+
+
+def read_record(workdir: Path, step: str) -> dict[str, Any] | None:
+    p = ledger_path(workdir, step)
+    try:
+        return json.loads(p.read_text()) if p.exists() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+@dataclass
+class Decision:
+    step: str
+    signature: str
+    reason: str | None  # None: up to date
+    record: dict[str, Any] | None
+    payload: dict[str, Any]
+
+
+def decide(step: Step, ctx: Context, forced: bool) -> Decision:
+    from chain.catalog import fingerprint_files
+
+    params = step.params(ctx)
+    inputs_hash = stable_hash(fingerprint_files(step.external_inputs(ctx)))
+    upstream = {r: ctx.signatures[r] for r in step.requires}
+    payload = {"step": step.name, "version": step.version, "params": params, "inputs": inputs_hash, "upstream": upstream}
+    sig = stable_hash(payload)
+    ctx.signatures[step.name] = sig
+    rec = read_record(ctx.workdir, step.name)
+
+    def because() -> str | None:
+        if forced:
+            return "forced"
+        if rec is None:
+            return "never run"
+        if rec.get("signature") != sig:
+            if rec.get("version") != step.version:
+                return f"step code changed (version {rec.get('version')} -> {step.version})"
+            old, new = _flatten(rec.get("params", {})), _flatten(params)
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            if changed:
+                shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+                return f"parameters changed ({shown}{', ...' if len(changed) > 4 else ''})"
+            if rec.get("inputs") != inputs_hash:
+                return "input files changed"
+            ups = [r for r in upstream if rec.get("upstream", {}).get(r) != upstream[r]]
+            return f"upstream step(s) {ups} changed" if ups else "signature changed"
+        if rec.get("status") != "done":
+            return "interrupted, resuming"
+        missing = [p for p in step.outputs(ctx) if not p.exists()]
+        if missing:
+            return f"output missing: {missing[0]}"
+        return None
+
+    return Decision(step.name, sig, because(), rec, payload)
+
+
+def _clear_outputs(step: Step, ctx: Context) -> None:
+    for p in step.outputs(ctx):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    d = ctx.dir(step.name)
+    if d.exists():
+        shutil.rmtree(d)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+@dataclass
+class StepReport:
+    step: str
+    action: str  # ran | skipped | would run | up to date
+    reason: str | None
+    seconds: float = 0.0
+
+
+class WorkdirLock:
+    """One run per work folder at a time (an advisory lock released even if the process is killed)."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / ".chain" / "lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "WorkdirLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise StateError(f"work folder {str(self.path.parent.parent)!r} is in use by another chain run; wait for it or stop it") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def prepare(ctx: Context, upto: int | None = None) -> None:
+    """Generate the demo scene when the config asks for it, then run every step's checks."""
+    cfg = ctx.cfg
+    if cfg.demo is not None:
+        from chain.demo import ensure
+
+        d = cfg.demo
+        ensure(cfg.inputs.s2.path, cfg.inputs.reference.path, d.size_px, d.n_dates, d.n_fields, d.seed, d.year)
+    names = step_names()
+    for name in names[: (upto + 1) if upto is not None else None]:
+        REGISTRY[name]().check(ctx)
+
+
+def check(cfg: Config) -> Context:
+    """Validate config and inputs without running anything (``chain validate``)."""
+    ctx = Context(cfg, cfg.workdir)
+    prepare(ctx)
+    return ctx
+
+
+def run_pipeline(
+    cfg: Config,
+    from_step: str | None = None,
+    to_step: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> list[StepReport]:
+    """Run (or, with ``dry_run``, plan) the steps in order; returns what happened to each."""
+    names = step_names()
+    for label, value in (("--from", from_step), ("--to", to_step)):
+        if value is not None and value not in names:
+            raise StateError(f"{label} {value!r} is not a step; steps are: {', '.join(names)}")
+    i_from = names.index(from_step) if from_step else 0
+    i_to = names.index(to_step) if to_step else len(names) - 1
+    if i_from > i_to:
+        raise StateError(f"--from {from_step} comes after --to {to_step}")
+
+    workdir = cfg.workdir
+    ctx = Context(cfg, workdir)
+    reports: list[StepReport] = []
+    workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir):
+        if not dry_run:
+            removed = clean_temporaries(workdir)
+            if removed:
+                log.info("removed %d temporary file(s) left by an interrupted run", removed)
+            from chain.log import add_logfile
+
+            handler = add_logfile(workdir / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log")
+        try:
+            prepare(ctx, i_to)
+            for i, name in enumerate(names):
+                if i > i_to:
+                    break
+                step = REGISTRY[name]()
+                forced = i >= i_from and (force or from_step is not None)
+                d = decide(step, ctx, forced)
+                if i < i_from:
+                    if d.reason is not None:
+                        raise StateError(f"--from {from_step}: step {name!r} before it is not up to date ({d.reason}); run without --from first")
+                    continue
+                if d.reason is None:
+                    reports.append(StepReport(name, "up to date" if dry_run else "skipped", None))
+                    log.info("%-9s up to date", name)
+                    continue
+                if dry_run:
+                    reports.append(StepReport(name, "would run", d.reason))
+                    continue
+                reports.append(_run_step(step, ctx, d))
+        finally:
+            ctx.close()
+            if not dry_run:
+                logging.getLogger("chain").removeHandler(handler)
+                handler.close()
+    return reports
+
+
+def _run_step(step: Step, ctx: Context, d: Decision) -> StepReport:
+    resumable = d.record is not None and d.record.get("signature") == d.signature and d.reason != "forced"
+    if not resumable:
+        _clear_outputs(step, ctx)
+    log.info("%-9s running: %s", step.name, d.reason)
+    rec_path = ledger_path(ctx.workdir, step.name)
+    started = time.time()
+    write_json(rec_path, {**d.payload, "signature": d.signature, "status": "started", "started": started})
+    step.run(ctx)
+    missing = [p for p in step.outputs(ctx) if not p.exists()]
+    if missing:
+        raise StepError(f"step {step.name!r} finished without producing {missing[0]} (a bug: please report it)")
+    elapsed = time.time() - started
+    write_json(rec_path, {**d.payload, "signature": d.signature, "status": "done", "started": started, "seconds": elapsed})
+    log.info("%-9s done in %.1f s", step.name, elapsed)
+    return StepReport(step.name, "ran", d.reason, elapsed)

@@ -1,0 +1,109 @@
+"""Samples: feature vectors of the pixels inside reference polygons, with polygon id and class.
+
+Features are extracted once for every reference polygon (tile by tile, same feature function as
+classification); each run then selects its train/validation pixels by polygon id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from rasterio.features import rasterize
+from shapely.geometry import box
+
+from chain.catalog import Catalog
+from chain.features import FeatureSpec, compute_features
+from chain.grid import GridSpec, Tile
+from chain.seeds import rng
+
+
+def polygons_in_tile(polys: gpd.GeoDataFrame, grid: GridSpec, tile: Tile) -> gpd.GeoDataFrame:
+    w = tile.window
+    t = grid.window_transform(w)
+    bounds = box(t.c, t.f + t.e * w.height, t.c + t.a * w.width, t.f)
+    return polys.iloc[polys.sindex.query(bounds, predicate="intersects")]
+
+
+def rasterize_ids(polys: gpd.GeoDataFrame, grid: GridSpec, tile: Tile, column: str = "poly_id") -> np.ndarray:
+    """Raster of ``column`` + 1 over the tile (0 = outside every polygon); pixel centres decide."""
+    w = tile.window
+    shapes = ((g, int(v) + 1) for g, v in zip(polys.geometry, polys[column]))
+    return rasterize(shapes, out_shape=(int(w.height), int(w.width)), transform=grid.window_transform(w),
+                     fill=0, dtype="int32")
+
+
+@dataclass
+class Samples:
+    X: np.ndarray  # (n, F) float32
+    poly_id: np.ndarray  # (n,) int32
+    code: np.ndarray  # (n,) int32
+    row: np.ndarray  # (n,) int32, grid row
+    col: np.ndarray  # (n,) int32
+    n_valid: np.ndarray  # (n,) uint16, clear dates of the pixel
+
+    def to_npz(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ("X", "poly_id", "code", "row", "col", "n_valid")}
+
+    @classmethod
+    def from_npz(cls, z: dict[str, np.ndarray]) -> "Samples":
+        return cls(*(np.asarray(z[k]) for k in ("X", "poly_id", "code", "row", "col", "n_valid")))
+
+    @classmethod
+    def concat(cls, parts: list["Samples"], n_features: int) -> "Samples":
+        if not parts:
+            return cls(np.empty((0, n_features), np.float32), *(np.empty(0, np.int32) for _ in range(4)), np.empty(0, np.uint16))
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("X", "poly_id", "code", "row", "col", "n_valid")))
+
+    def take(self, idx: np.ndarray) -> "Samples":
+        return Samples(self.X[idx], self.poly_id[idx], self.code[idx], self.row[idx], self.col[idx], self.n_valid[idx])
+
+
+def extract_tile(cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, tile: Tile,
+                 max_pixels_per_polygon: int | None, seed: int) -> Samples:
+    """Samples of the reference pixels in ``tile`` (pixels never observed clear are left out)."""
+    inside = polygons_in_tile(polys, cat.grid, tile)
+    if inside.empty:
+        return Samples.concat([], len(spec.names))
+    ids = rasterize_ids(inside, cat.grid, tile)
+    if not ids.any():
+        return Samples.concat([], len(spec.names))
+    block = compute_features(cat, spec, tile.window)
+    keep = (ids > 0) & block.valid
+    rr, cc = np.nonzero(keep)
+    pid = ids[rr, cc] - 1
+    if max_pixels_per_polygon is not None:
+        # a polygon can span tiles: cap per (polygon, tile) share, proportionally, seeded per polygon
+        sel = []
+        for p in np.unique(pid):
+            where = np.flatnonzero(pid == p)
+            if len(where) > max_pixels_per_polygon:
+                where = np.sort(rng(seed, "sample", "polygon", int(p), tile.id).choice(where, max_pixels_per_polygon, replace=False))
+            sel.append(where)
+        order = np.concatenate(sel)
+        rr, cc, pid = rr[order], cc[order], pid[order]
+    lut = np.zeros(int(polys["poly_id"].max()) + 1, dtype=np.int32)
+    lut[polys["poly_id"].to_numpy()] = polys["code"].to_numpy()
+    codes = lut[pid]
+    X = block.values[:, rr, cc].T.astype(np.float32)
+    r0, c0 = int(tile.window.row_off), int(tile.window.col_off)
+    return Samples(X, pid.astype(np.int32), codes, (rr + r0).astype(np.int32), (cc + c0).astype(np.int32),
+                   block.n_valid[rr, cc])
+
+
+def select_run(samples: Samples, split: pd.DataFrame, run: int, part: str,
+               max_pixels_per_class: int | None, seed: int) -> Samples:
+    """The samples of one run's part, capped per class with a seeded draw."""
+    ids = split.loc[(split["run"] == run) & (split["part"] == part), "poly_id"].to_numpy()
+    idx = np.flatnonzero(np.isin(samples.poly_id, ids))
+    if max_pixels_per_class is not None:
+        kept = []
+        for code in np.unique(samples.code[idx]):
+            where = idx[samples.code[idx] == code]
+            if len(where) > max_pixels_per_class:
+                where = np.sort(rng(seed, "sample", run, part, int(code)).choice(where, max_pixels_per_class, replace=False))
+            kept.append(where)
+        idx = np.concatenate(kept) if kept else idx
+    return samples.take(idx)

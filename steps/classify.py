@@ -1,0 +1,41 @@
+"""classify: every tile of the scene, for every run, on the dask cluster; class + confidence tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from chain import models
+from chain.classify import classify_tile, tile_paths
+from chain.runner import Context, Step, register
+from steps import common
+from steps.train import model_dir
+
+
+def tiles_dir(ctx: Context, run: int) -> Path:
+    return ctx.dir("classify") / f"run_{run}"
+
+
+@register
+class Classify(Step):
+    name = "classify"
+    requires = ("train", "features")
+
+    def params(self, ctx: Context) -> dict[str, Any]:
+        return {"tile_size_px": ctx.cfg.grid.tile_size_px}
+
+    def outputs(self, ctx: Context) -> list[Path]:
+        return [tiles_dir(ctx, r) for r in common.runs(ctx)]
+
+    def run(self, ctx: Context) -> None:
+        from chain.cluster import map_tiles
+
+        cat, spec = common.catalog(ctx), common.spec(ctx)
+        for run in common.runs(ctx):
+            mdir = model_dir(ctx, run)
+            models.load(mdir, spec.names)  # fails early and clearly on a mismatching model
+            out = tiles_dir(ctx, run)
+            out.mkdir(parents=True, exist_ok=True)
+            map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, common.tiles(ctx), cat, spec, mdir, out,
+                      is_done=lambda t: tile_paths(out, t)[0].exists() and tile_paths(out, t)[1].exists(),
+                      key=f"classify-{run}-{ctx.signatures[self.name][:12]}", desc=f"classify: run {run}")
