@@ -21,8 +21,9 @@ def open_client(cfg: ClusterConfig) -> Client:
         threads_per_worker=cfg.threads_per_worker,
         memory_limit=cfg.memory_limit,
         processes=cfg.processes,
-        dashboard_address=None,
-        host="127.0.0.1",
+        dashboard_address=":0",  # a free port: never clash with another cluster
+        # workers in other processes talk over loopback TCP; threads in this process use in-process comms
+        **({"host": "127.0.0.1"} if cfg.processes else {}),
     )
     client = Client(cluster)
     log.debug("dask cluster: %d worker(s) x %d thread(s), %s each", cfg.n_workers, cfg.threads_per_worker, cfg.memory_limit)

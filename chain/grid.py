@@ -8,6 +8,7 @@ from typing import Any
 
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio import windows
 from rasterio.windows import Window
 
 
@@ -39,7 +40,7 @@ class GridSpec:
         return (c, f + e * self.height, c + a * self.width, f)
 
     def window_transform(self, window: Window) -> Affine:
-        return self.affine * Affine.translation(window.col_off, window.row_off)
+        return windows.transform(window, self.affine)
 
     def to_dict(self) -> dict[str, Any]:
         return {"crs_wkt": self.crs_wkt, "transform": list(self.transform), "width": self.width, "height": self.height}

@@ -49,7 +49,7 @@ def assemble(
                         dst.build_overviews(factors, rasterio.enums.Resampling[overview_resampling])
             if cog:
                 rasterio.shutil.copy(
-                    stage, tmp, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=512,
+                    stage, tmp, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=256,
                     OVERVIEW_RESAMPLING=overview_resampling.upper(), BIGTIFF="IF_SAFER",
                 )
         finally:

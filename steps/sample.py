@@ -34,7 +34,7 @@ def load_samples(ctx: Context) -> Samples:
 @register
 class Sample(Step):
     name = "sample"
-    requires = ("features", "split")
+    requires = ("features",)
 
     def params(self, ctx: Context) -> dict[str, Any]:
         return {"sample": ctx.cfg.section("sample"), "seed": ctx.cfg.seed, "tile_size_px": ctx.cfg.grid.tile_size_px}

@@ -27,7 +27,7 @@ def model_dir(ctx: Context, run: int) -> Path:
 @register
 class Train(Step):
     name = "train"
-    requires = ("sample",)
+    requires = ("sample", "split")
 
     def params(self, ctx: Context) -> dict[str, Any]:
         m = dict(ctx.cfg.section("model"))

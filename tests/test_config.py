@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chain import config
+from chain.errors import ConfigError
+
+MINIMAL = {"workdir": "out", "inputs": {"s2": {"path": "s2"}, "reference": {"path": "ref.gpkg"}}}
+
+
+def _write(tmp_path: Path, data) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path):
+    cfg = config.load(_write(tmp_path, MINIMAL))
+    assert cfg.workdir == (tmp_path / "out").resolve()
+    assert cfg.inputs.s2.path == (tmp_path / "s2").resolve()
+    assert cfg.model.n_estimators == 100  # defaults filled in
+
+
+def test_unknown_keys_get_a_closest_name_hint_and_all_problems_are_listed(tmp_path):
+    data = {**MINIMAL, "modle": {}, "split": {"shceme": "30/70", "runs": 0}}
+    with pytest.raises(ConfigError) as e:
+        config.load(_write(tmp_path, data))
+    msg = str(e.value)
+    assert str(tmp_path / "c.yaml") in msg
+    assert "unknown key 'modle'; did you mean 'model'?" in msg
+    assert "unknown key 'split.shceme'; did you mean 'scheme'?" in msg
+    assert "split.runs" in msg and "greater than or equal to 1" in msg
+
+
+def test_bad_choice_names_key_and_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"split.scheme.*'50/50'"):
+        config.load(_write(tmp_path, {**MINIMAL, "split": {"scheme": "50/50"}}))
+
+
+def test_missing_sections_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="missing required key 'inputs'"):
+        config.load(_write(tmp_path, {"workdir": "x"}))
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_set_overrides_any_key(tmp_path):
+    cfg = config.load(_write(tmp_path, MINIMAL), ["model.n_estimators=7", "gapfill.start=2021-02-01", "split.scheme=64/16/20"])
+    assert cfg.model.n_estimators == 7
+    assert str(cfg.gapfill.start) == "2021-02-01"
+    assert cfg.split.scheme == "64/16/20"
+
+
+def test_example_and_demo_configs_are_valid():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("example.yaml", "demo.yaml"):
+        config.load(root / name)

@@ -1,0 +1,67 @@
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from chain.gapfill import date_grid, linear
+
+
+def test_interpolates_between_nearest_valid_and_replicates_edges():
+    values = np.array([[1.0], [2.0], [3.0], [5.0]], np.float32)
+    valid = np.array([[True], [False], [True], [False]])
+    out = linear(values, valid, np.array([0, 10, 20, 30]), np.array([-5, 0, 5, 10, 15, 20, 25, 30, 35]))
+    # before the first valid: first valid value; the invalid date 10 is interpolated from 0 and 20;
+    # after the last valid (20): replicated, the invalid value 5.0 at 30 never leaks in
+    np.testing.assert_allclose(out[:, 0], [1, 1, 1.5, 2, 2.5, 3, 3, 3, 3])
+
+
+def test_leading_invalid_dates_take_first_valid_value():
+    values = np.array([[9.0], [9.0], [4.0], [6.0]], np.float32)
+    valid = np.array([[False], [False], [True], [True]])
+    out = linear(values, valid, np.array([0, 10, 20, 30]), np.array([0, 10, 25]))
+    np.testing.assert_allclose(out[:, 0], [4, 4, 5])
+
+
+def test_all_cloudy_pixel_is_nan_and_others_unaffected():
+    values = np.array([[1.0, 10.0], [3.0, 30.0]], np.float32)
+    valid = np.array([[True, False], [True, False]])
+    out = linear(values, valid, np.array([0, 10]), np.array([0, 5, 10]))
+    np.testing.assert_allclose(out[:, 0], [1, 2, 3])
+    assert np.isnan(out[:, 1]).all()
+
+
+def test_bands_share_the_validity_of_their_date():
+    values = np.stack([np.array([[0.0], [5.0], [10.0]]), np.array([[100.0], [0.0], [300.0]])], axis=1).astype(np.float32)
+    valid = np.array([[True], [False], [True]])
+    out = linear(values, valid, np.array([0, 1, 2]), np.array([1]))
+    np.testing.assert_allclose(out[0, :, 0], [5.0, 200.0])
+
+
+def test_matches_numpy_interp_per_pixel_on_random_series():
+    rng = np.random.default_rng(0)
+    T, N = 17, 300
+    days = np.cumsum(rng.integers(1, 20, T))
+    values = rng.normal(size=(T, N)).astype(np.float32)
+    valid = rng.random((T, N)) > 0.6
+    out_days = np.arange(days[0] - 15, days[-1] + 15, 7)
+    out = linear(values, valid, days, out_days)
+    for n in range(N):
+        v = valid[:, n]
+        if not v.any():
+            assert np.isnan(out[:, n]).all()
+            continue
+        # np.interp also holds the end values constant outside the valid range
+        expected = np.interp(out_days, days[v], values[v, n])
+        np.testing.assert_allclose(out[:, n], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rejects_unsorted_dates_and_bad_mask_shape():
+    with pytest.raises(ValueError):
+        linear(np.zeros((2, 3), np.float32), np.ones((2, 3), bool), np.array([5, 1]), np.array([2]))
+    with pytest.raises(ValueError):
+        linear(np.zeros((2, 3), np.float32), np.ones((3, 2), bool), np.array([1, 5]), np.array([2]))
+
+
+def test_date_grid_is_regular_and_inclusive():
+    g = date_grid(dt.date(2021, 1, 1), dt.date(2021, 1, 31), 10)
+    assert g == [dt.date(2021, 1, 1), dt.date(2021, 1, 11), dt.date(2021, 1, 21), dt.date(2021, 1, 31)]

@@ -1,0 +1,131 @@
+"""End to end on a tiny generated scene: outputs, accuracy, resume, re-run on change, determinism."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from chain import config
+from chain.runner import read_record, run_pipeline
+
+
+def _actions(reports):
+    return {r.step: r.action for r in reports}
+
+
+def _read(path):
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+@pytest.fixture(scope="module")
+def done_run(tiny_scene, tmp_path_factory):
+    from tests.conftest import tiny_config
+
+    path = tiny_config(tiny_scene, tmp_path_factory.mktemp("e2e"))
+    cfg = config.load(path)
+    reports = run_pipeline(cfg)
+    return cfg, reports
+
+
+def test_outputs_open_with_colour_table_and_good_accuracy(done_run):
+    cfg, reports = done_run
+    assert all(r.action == "ran" for r in reports)
+    final = cfg.workdir / "final"
+    with rasterio.open(final / "Classif_Seed_0.tif") as src:
+        assert src.dtypes[0] == "uint8" and src.nodata == 0
+        assert src.crs.to_epsg() == 32740
+        cmap = src.colormap(1)
+        classes = np.unique(src.read(1))
+        assert set(classes) - {0} <= set(range(1, 8))
+        for c in set(classes) - {0}:
+            assert cmap[int(c)][3] == 255  # every mapped class has a colour
+    with rasterio.open(final / "Confidence_Seed_0.tif") as src:
+        conf = src.read(1)
+        assert conf[conf != 255].max() <= 100
+    validity = _read(final / "PixelsValidity.tif")
+    assert validity.max() <= 8 and validity.mean() > 2
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["summary"]["oa"]["mean"] > 0.75
+    text = (final / "RESULTS.txt").read_text()
+    assert "OA" in text and "KAPPA" in text
+    assert (final / "confusion_Seed_0.png").stat().st_size > 1000
+    # the map agrees with the truth the scene was generated from, away from the reference polygons too
+    truth = _read(cfg.inputs.s2.path.parent / "truth.tif")
+    pred = _read(final / "Classif_Seed_0.tif")
+    assert (pred == truth)[pred > 0].mean() > 0.7
+
+
+def test_second_run_skips_everything(done_run):
+    cfg, _ = done_run
+    assert set(_actions(run_pipeline(cfg)).values()) == {"skipped"}
+
+
+def test_changed_parameter_reruns_affected_steps_only(make_config):
+    path = make_config()
+    run_pipeline(config.load(path))
+    reports = run_pipeline(config.load(path, ["model.n_estimators=10"]))
+    acts = _actions(reports)
+    assert [s for s, a in acts.items() if a == "ran"] == ["train", "classify", "mosaic", "validate"]
+    reason = next(r.reason for r in reports if r.step == "train")
+    assert "model.n_estimators: 20 -> 10" in reason
+    # changing the cluster does not change results: nothing re-runs
+    reports = run_pipeline(config.load(path, ["model.n_estimators=10", "cluster.threads_per_worker=1"]))
+    assert set(_actions(reports).values()) == {"skipped"}
+    # a replaced input file re-runs from ingest
+    cfg = config.load(path, ["model.n_estimators=10"])
+    mask = sorted(cfg.inputs.s2.path.glob("*/*_MASK.tif"))[0]
+    with rasterio.open(mask, "r+") as dst:
+        arr = dst.read(1)
+        arr[:8, :8] = 1
+        dst.write(arr, 1)
+    acts = _actions(run_pipeline(cfg))
+    assert acts["ingest"] == "ran" and acts["validate"] == "ran"
+
+
+def test_resume_after_crash_gives_identical_map(make_config, monkeypatch, done_run):
+    import chain.classify as classify_mod
+
+    cfg = config.load(make_config("crash"))
+    real = classify_mod.compute_features
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classify_mod, "compute_features", dying)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_pipeline(cfg)
+    assert read_record(cfg.workdir, "classify")["status"] == "started"
+    done_tiles = sorted(p.name for p in (cfg.workdir / "classify" / "run_0").glob("*_class.tif"))
+    assert 1 <= len(done_tiles) < 4
+
+    counted = {"n": 0}
+
+    def counting(*args, **kwargs):
+        counted["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classify_mod, "compute_features", counting)
+    acts = _actions(run_pipeline(cfg))
+    assert acts["train"] == "skipped" and acts["classify"] == "ran"
+    assert counted["n"] == 4 - len(done_tiles)  # only the missing tiles were computed
+    ref_cfg, _ = done_run
+    np.testing.assert_array_equal(_read(cfg.workdir / "final" / "Classif_Seed_0.tif"),
+                                  _read(ref_cfg.workdir / "final" / "Classif_Seed_0.tif"))
+
+
+def test_same_seed_same_map_and_several_runs(make_config, done_run):
+    cfg = config.load(make_config("runs", split={"runs": 2}))
+    run_pipeline(cfg)
+    ref_cfg, _ = done_run
+    final = cfg.workdir / "final"
+    np.testing.assert_array_equal(_read(final / "Classif_Seed_0.tif"), _read(ref_cfg.workdir / "final" / "Classif_Seed_0.tif"))
+    assert not np.array_equal(_read(final / "Classif_Seed_0.tif"), _read(final / "Classif_Seed_1.tif"))
+    m = json.loads((final / "metrics.json").read_text())
+    assert len(m["runs"]) == 2 and m["summary"]["oa"]["ci95"] > 0
+    assert "+-" in (final / "RESULTS.txt").read_text()
