@@ -1,0 +1,134 @@
+"""User mistakes end with one clear message naming the file/key, a non-zero exit and no traceback."""
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from click.testing import CliRunner
+
+from chain.cli import main
+
+
+def _run(*args):
+    result = CliRunner().invoke(main, list(map(str, args)))
+    return result.exit_code, result.output
+
+
+def _assert_clean_error(code, out, exit_code, *needles):
+    assert code == exit_code, out
+    assert "Traceback" not in out
+    assert out.strip().splitlines()[-1].startswith("error:") or "error:" in out
+    for n in needles:
+        assert n in out, out
+
+
+def test_unknown_key_exit_2_with_hint(make_config):
+    path = make_config()
+    data = yaml.safe_load(path.read_text())
+    data["model"]["n_estimatorz"] = 5
+    path.write_text(yaml.safe_dump(data))
+    _assert_clean_error(*_run("run", path), 2, "model.n_estimatorz", "did you mean 'n_estimators'", str(path))
+
+
+def test_missing_input_folder(make_config):
+    path = make_config(inputs={"s2": {"path": "nowhere/s2"}})
+    _assert_clean_error(*_run("validate", path), 3, "inputs.s2.path", "nowhere/s2", "does not exist")
+
+
+def test_missing_band_file(make_config):
+    path = make_config()
+    victim = sorted((path.parent / "scene" / "s2").glob("*/*_B11.tif"))[2]
+    victim.unlink()
+    _assert_clean_error(*_run("run", path), 3, victim.parent.name, "B11")
+    assert not (path.parent / "work" / "ingest").exists()  # nothing heavy started
+
+
+def test_polygons_without_class_field(make_config):
+    path = make_config(inputs={"reference": {"class_field": "landcover"}})
+    _assert_clean_error(*_run("run", path), 3, "'landcover'", "fields found", "code")
+
+
+def test_raster_without_crs(make_config):
+    path = make_config()
+    victim = sorted((path.parent / "scene" / "s2").glob("*/*_B4.tif"))[0]
+    with rasterio.open(victim) as src:
+        data, profile = src.read(), src.profile
+    profile.pop("crs")
+    with rasterio.open(victim, "w", **profile) as dst:
+        dst.write(data)
+    _assert_clean_error(*_run("run", path), 3, str(victim), "no CRS")
+
+
+def test_corrupt_raster(make_config):
+    path = make_config()
+    victim = sorted((path.parent / "scene" / "s2").glob("*/*_B8.tif"))[1]
+    victim.write_bytes(victim.read_bytes()[:200])
+    _assert_clean_error(*_run("run", path), 3, str(victim))
+
+
+def test_polygons_outside_the_scene(make_config):
+    path = make_config()
+    ref = path.parent / "scene" / "reference.gpkg"
+    gdf = gpd.read_file(ref)
+    gdf.geometry = gdf.translate(xoff=200_000)
+    gdf.to_file(ref, driver="GPKG")
+    _assert_clean_error(*_run("run", path), 3, "do not intersect the scene", str(ref))
+
+
+def test_polygons_with_non_integer_codes(make_config):
+    path = make_config()
+    ref = path.parent / "scene" / "reference.gpkg"
+    gdf = gpd.read_file(ref)
+    gdf["code"] = gdf["code"].astype(str)
+    gdf.loc[0, "code"] = "forest"
+    gdf.to_file(ref, driver="GPKG")
+    _assert_clean_error(*_run("run", path), 3, "integer class codes", "forest")
+
+
+def test_dates_out_of_range(make_config):
+    path = make_config(gapfill={"start": "2030-01-01", "end": "2030-12-31"})
+    _assert_clean_error(*_run("run", path), 2, "2030-01-01", "do not overlap the acquisitions")
+
+
+def test_small_class_error_before_any_heavy_work(make_config):
+    path = make_config(split={"small_class": "error", "min_polygons_per_class": 50})
+    _assert_clean_error(*_run("run", path), 1, "too few for scheme 30/70", "small_class: drop")
+    assert not (path.parent / "work" / "gapfill").exists()
+
+
+def test_invalid_polygons_are_repaired_with_a_warning(make_config, caplog):
+    from shapely.geometry import Polygon
+
+    from chain import config
+    from chain.runner import check
+    from steps.ingest import preflight
+
+    path = make_config()
+    ref = path.parent / "scene" / "reference.gpkg"
+    gdf = gpd.read_file(ref)
+    x0, y0, x1, y1 = gdf.geometry[0].bounds
+    gdf.loc[0, "geometry"] = Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)])  # a bow-tie
+    gdf.to_file(ref, driver="GPKG")
+    with caplog.at_level("WARNING"):
+        _, polys = preflight(check(config.load(path)))
+    assert polys.geometry.is_valid.all()
+    assert "invalid polygon(s) repaired" in caplog.text
+
+
+def test_validate_reports_what_it_found(make_config):
+    code, out = _run("validate", make_config())
+    assert code == 0, out
+    assert "config OK" in out and "64 x 64 px" in out and "8 dates" in out
+
+
+def test_from_a_step_that_never_ran_is_refused(make_config):
+    _assert_clean_error(*_run("run", make_config(), "--from", "train"), 4, "not up to date")
+    _assert_clean_error(*_run("run", make_config("b"), "--to", "nosuchstep"), 4, "not a step")
+
+
+def test_steps_listing():
+    code, out = _run("steps")
+    assert code == 0
+    names = [line.split()[0] for line in out.strip().splitlines()]
+    assert names == ["ingest", "gapfill", "features", "split", "sample", "train", "classify", "mosaic", "validate"]

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from chain import config
+from chain.catalog import build_catalog
+from chain.features import compute_features, feature_spec, read_series
+from chain.raster import read_on_grid
+
+
+@pytest.fixture
+def cat_spec(make_config):
+    cfg = config.load(make_config())
+    cat = build_catalog(cfg)
+    return cfg, cat, feature_spec(cfg, cat)
+
+
+def test_grid_is_the_10m_band_grid_and_20m_bands_are_warped_onto_it(cat_spec):
+    _, cat, _ = cat_spec
+    assert cat.grid.res == (10.0, 10.0) and (cat.grid.width, cat.grid.height) == (64, 64)
+    b11 = cat.acquisitions[0].bands["B11"]
+    with rasterio.open(b11) as src:
+        assert src.res == (20.0, 20.0)
+        native = src.read(1)
+    on_grid = read_on_grid(b11, cat.grid, Window(0, 0, 64, 64), Resampling.nearest)
+    np.testing.assert_array_equal(on_grid, np.repeat(np.repeat(native, 2, axis=0), 2, axis=1))
+
+
+def test_features_do_not_depend_on_the_window_they_are_computed_in(cat_spec):
+    """Sampling and classification read different windows: a pixel must get the same features."""
+    _, cat, spec = cat_spec
+    whole = compute_features(cat, spec, Window(0, 0, 64, 64))
+    part = compute_features(cat, spec, Window(16, 8, 24, 40))
+    np.testing.assert_array_equal(part.values, whole.values[:, 8:48, 16:40])
+    np.testing.assert_array_equal(part.n_valid, whole.n_valid[8:48, 16:40])
+    assert whole.values.shape[0] == len(spec.names)
+
+
+def test_indices_are_computed_on_gap_filled_reflectance(cat_spec):
+    _, cat, spec = cat_spec
+    block = compute_features(cat, spec, Window(0, 0, 64, 64))
+    names = spec.names
+    d = spec.dates[1].strftime("%Y%m%d")
+    b4, b8 = block.values[names.index(f"B4_{d}")], block.values[names.index(f"B8_{d}")]
+    ndvi = block.values[names.index(f"NDVI_{d}")]
+    ok = block.valid
+    np.testing.assert_allclose(ndvi[ok], ((b8 - b4) / (b8 + b4))[ok], rtol=1e-5, atol=1e-6)
+    assert 0 < np.nanmax(b8) < 1.6  # reflectance, not raw digital numbers
+
+
+def test_clouds_and_nodata_are_invalid(cat_spec):
+    _, cat, _ = cat_spec
+    raw, valid = read_series(cat, Window(0, 0, 64, 64))
+    for t, acq in enumerate(cat.acquisitions):
+        with rasterio.open(acq.mask) as src:
+            cloudy = src.read(1) != 0
+        assert not valid[t][cloudy].any()
+        assert not valid[t][(raw[t] == -10000).any(axis=0)].any()
+    assert valid.mean() > 0.3
