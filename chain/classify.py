@@ -33,34 +33,85 @@ def _cached_model(folder: Path) -> Any:
     return _models[key]
 
 
-def predict_pixels(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class codes (uint8) and confidence (uint8, 0-100) for the rows of ``X``."""
+def predict_pixels(model: Any, X: np.ndarray, with_proba: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Class codes (uint8), confidence (uint8, 0-100) and, if asked, per-class probabilities (uint8 %, (n, K))."""
     classes = np.asarray(model.classes_)
     labels = np.empty(len(X), dtype=np.uint8)
     conf = np.empty(len(X), dtype=np.uint8)
+    probas = np.empty((len(X), len(classes)), dtype=np.uint8) if with_proba else None
     for s in range(0, len(X), _CHUNK):
         proba = model.predict_proba(X[s:s + _CHUNK])
         best = proba.argmax(axis=1)
         labels[s:s + _CHUNK] = classes[best]
         conf[s:s + _CHUNK] = np.rint(proba[np.arange(len(best)), best] * 100).astype(np.uint8)
-    return labels, conf
+        if probas is not None:
+            probas[s:s + _CHUNK] = np.rint(proba * 100).astype(np.uint8)
+    return labels, conf, probas
 
 
 def tile_paths(out_dir: Path, tile: Tile) -> tuple[Path, Path]:
     return out_dir / f"{tile.id}_class.tif", out_dir / f"{tile.id}_confidence.tif"
 
 
-def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, out_dir: Path) -> str:
+def proba_path(out_dir: Path, tile: Tile) -> Path:
+    return out_dir / f"{tile.id}_proba.tif"
+
+
+def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, out_dir: Path,
+                  probabilities: bool = False) -> str:
     model = _cached_model(model_dir)
     block = compute_features(cat, spec, tile.window)
     h, w = block.n_valid.shape
     valid = block.valid & np.isfinite(block.values).all(axis=0)
     labels = np.full((h, w), CLASS_NODATA, dtype=np.uint8)
     conf = np.full((h, w), CONF_NODATA, dtype=np.uint8)
+    proba = np.full((len(model.classes_), h, w), CONF_NODATA, dtype=np.uint8) if probabilities else None
     if valid.any():
-        lab, cf = predict_pixels(model, block.values[:, valid].T)
+        lab, cf, pr = predict_pixels(model, block.values[:, valid].T, probabilities)
         labels[valid], conf[valid] = lab, cf
+        if proba is not None and pr is not None:
+            proba[:, valid] = pr.T
     class_path, conf_path = tile_paths(out_dir, tile)
+    if proba is not None:
+        write_tile(proba_path(out_dir, tile), proba, cat.grid, tile.window, CONF_NODATA)
     write_tile(conf_path, conf, cat.grid, tile.window, CONF_NODATA)
     write_tile(class_path, labels, cat.grid, tile.window, CLASS_NODATA)  # written last: marks the tile done
+    return tile.id
+
+
+def vote(labels: np.ndarray, confidence: np.ndarray, nodata: int = CLASS_NODATA) -> tuple[np.ndarray, np.ndarray]:
+    """Majority vote over runs: ``labels``/``confidence`` are (runs, h, w); returns (class, agreement %).
+
+    Ties go to the tied class with the largest summed confidence; agreement is the share of the runs
+    (with a prediction at that pixel) that voted for the winning class.
+    """
+    classes = np.unique(labels[labels != nodata])
+    h, w = labels.shape[1:]
+    fused = np.full((h, w), nodata, dtype=labels.dtype)
+    agreement = np.full((h, w), CONF_NODATA, dtype=np.uint8)
+    if len(classes) == 0:
+        return fused, agreement
+    votes = np.stack([(labels == c).sum(axis=0) for c in classes])  # (K, h, w)
+    conf_sum = np.stack([np.where(labels == c, confidence, 0).sum(axis=0) for c in classes])
+    score = votes * 1_000_000 + conf_sum  # votes first, confidence breaks ties
+    best = score.argmax(axis=0)
+    n_voters = (labels != nodata).sum(axis=0)
+    has = n_voters > 0
+    fused[has] = classes[best][has]
+    agreement[has] = np.rint(100 * np.take_along_axis(votes, best[None], 0)[0][has] / n_voters[has]).astype(np.uint8)
+    return fused, agreement
+
+
+def fuse_tile(tile: Tile, grid: Any, run_dirs: list[Path], out_dir: Path) -> str:
+    import rasterio
+
+    labels, conf = [], []
+    for d in run_dirs:
+        cp, fp = tile_paths(d, tile)
+        with rasterio.open(cp) as a, rasterio.open(fp) as b:
+            labels.append(a.read(1))
+            conf.append(b.read(1).astype(np.int64))
+    fused, agreement = vote(np.stack(labels), np.where(np.stack(conf) == CONF_NODATA, 0, np.stack(conf)))
+    write_tile(out_dir / f"{tile.id}_agreement.tif", agreement, grid, tile.window, CONF_NODATA)
+    write_tile(out_dir / f"{tile.id}_class.tif", fused, grid, tile.window, CLASS_NODATA)
     return tile.id

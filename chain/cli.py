@@ -131,6 +131,26 @@ def demo(out: Path, size_px: int, n_dates: int, n_fields: int, seed: int, verbos
     click.echo(f"demo scene written to {out}")
 
 
+@main.command()
+@click.argument("map_a", type=click.Path(path_type=Path))
+@click.argument("map_b", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder (default: change_<A>_<B> beside A).")
+@verbose_opt
+def compare(map_a: Path, map_b: Path, out_dir: Path | None, verbose: int) -> None:
+    """Change between two class maps (e.g. two years): change matrix CSV + HTML heatmap + change raster."""
+    _setup(verbose, False)
+
+    def go() -> None:
+        from chain.compare import compare_maps
+
+        out = out_dir or map_a.parent / f"change_{map_a.stem}_{map_b.stem}"
+        res = compare_maps(map_a, map_b, out)
+        click.echo(f"{res['changed']:,} of {res['pixels']:,} pixels changed ({100 * res['changed'] / max(res['pixels'], 1):.1f} %)")
+        click.echo(f"change matrix, change.tif and change.html in {out}")
+
+    _guard(verbose, go)
+
+
 @main.command(name="steps")
 def list_steps() -> None:
     """List the steps in pipeline order."""

@@ -11,6 +11,7 @@ import datetime as dt
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -120,6 +121,18 @@ class RFModel(Section):
     n_jobs: int = -1
 
 
+class ClassifyConfig(Section):
+    probabilities: bool = False  # also write one probability band per class (uint8, 0-100)
+
+
+class FusionConfig(Section):
+    enabled: bool = False  # majority vote of the runs' maps (needs split.runs >= 2)
+
+
+class VectorizeConfig(Section):
+    enabled: bool = False  # polygons of the regularized map (raw map when regularization is off) to GPKG
+
+
 class ClusterConfig(Section):
     type: Literal["local"] = "local"
     n_workers: int = Field(2, ge=1)
@@ -133,6 +146,13 @@ class ClusterConfig(Section):
 class MosaicConfig(Section):
     cog: bool = True
     compress: Literal["deflate", "zstd", "lzw"] = "deflate"
+
+
+class RegularizeConfig(Section):
+    enabled: bool = True
+    mmu_px: int | None = Field(5, ge=1)
+    mmu_m2: float | None = Field(None, gt=0)
+    majority_radius_px: int = Field(0, ge=0, le=50)
 
 
 class ClassInfo(Section):
@@ -160,10 +180,15 @@ class Config(Section):
     split: SplitConfig = SplitConfig()
     sample: SampleConfig = SampleConfig()
     model: RFModel = RFModel()
+    classify: ClassifyConfig = ClassifyConfig()
     cluster: ClusterConfig = ClusterConfig()
     mosaic: MosaicConfig = MosaicConfig()
+    regularize: RegularizeConfig = RegularizeConfig()
+    fusion: FusionConfig = FusionConfig()
+    vectorize: VectorizeConfig = VectorizeConfig()
     classes: dict[int, ClassInfo] = Field(default_factory=dict)
     demo: DemoConfig | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)  # values for ${name} placeholders (already substituted)
 
     # where the config came from, for messages; not part of the config itself
     source: Path | None = Field(None, exclude=True)
@@ -233,8 +258,32 @@ def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute(node: Any, values: dict[str, Any], where: str = "") -> Any:
+    """Fill ``${name}`` placeholders from ``values``; a whole-string placeholder keeps the value's type."""
+    if isinstance(node, dict):
+        return {k: substitute(v, values, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute(v, values, f"{where}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, str):
+        names = _PLACEHOLDER.findall(node)
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise ConfigError(
+                f"key '{where}': placeholder ${{{missing[0]}}} has no value; define it under 'vars:' "
+                f"or pass --set vars.{missing[0]}=VALUE (known: {sorted(values) or 'none'})"
+            )
+        whole = _PLACEHOLDER.fullmatch(node)
+        if whole:
+            return values[whole.group(1)]
+        return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), node)
+    return node
+
+
 def load(path: Path | str, overrides: list[str] | None = None) -> Config:
-    """Read, override (``key.path=value``, value parsed as YAML), validate."""
+    """Read, override (``key.path=value``, value parsed as YAML), fill ``${var}``s, validate."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (expected a YAML file such as configs/example.yaml)")
@@ -246,5 +295,13 @@ def load(path: Path | str, overrides: list[str] | None = None) -> Config:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
-        set_key(data if isinstance(data, dict) else {}, key.strip(), yaml.safe_load(raw))
+        key = key.strip()
+        if isinstance(data, dict) and "." not in key and key in (data.get("vars") or {}):
+            key = f"vars.{key}"  # --set year=2022 sets the variable 'year'
+        set_key(data if isinstance(data, dict) else {}, key, yaml.safe_load(raw))
+    if isinstance(data, dict):
+        values = data.get("vars") or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: 'vars' must be a mapping of names to values")
+        data = {**substitute({k: v for k, v in data.items() if k != "vars"}, values), "vars": values}
     return parse(data, source=path.resolve(), base_dir=path.resolve().parent)

@@ -42,3 +42,25 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
         return float(a.mean()) if len(a) else float("nan"), float("nan")
     half = stats.t.ppf(0.5 + level / 2, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
     return float(a.mean()), float(half)
+
+
+def area_estimates(cm: np.ndarray, map_pixels: np.ndarray, pixel_area: float, z: float = 1.96) -> dict[str, np.ndarray]:
+    """Olofsson et al. (2014) stratified area estimates with confidence intervals.
+
+    ``cm`` has rows = reference, columns = map (as everywhere in chain); the map classes are the
+    strata, ``map_pixels`` their pixel counts in the map. Returns per reference class the mapped
+    area, the error-adjusted area and the half-width of its ``z`` interval (same unit as pixel_area).
+    Assumes the reference pixels are a probability sample of each map class; with polygon-based
+    reference data they are not, so read the intervals as indicative.
+    """
+    n = cm.T.astype(np.float64)  # rows = map stratum i, columns = reference j
+    n_i = n.sum(axis=1)
+    total = float(map_pixels.sum())
+    W = map_pixels / total if total else np.zeros_like(map_pixels, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(n_i[:, None] > 0, n / n_i[:, None], 0.0)  # n_ij / n_i.
+        p = W[:, None] * share
+        var = np.where(n_i[:, None] > 1, W[:, None] ** 2 * share * (1 - share) / (n_i[:, None] - 1), 0.0)
+    area_total = total * pixel_area
+    return {"mapped": map_pixels * pixel_area, "adjusted": p.sum(axis=0) * area_total,
+            "ci": z * np.sqrt(var.sum(axis=0)) * area_total}

@@ -21,16 +21,19 @@ def assemble(
     dtype: str,
     nodata: float | None,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
-    description: str | None = None,
+    description: str | list[str] | None = None,
     cog: bool = True,
     compress: str = "deflate",
     overview_resampling: str = "nearest",
 ) -> None:
     """Copy each tile's file into its window of ``out_path``; memory is one tile at a time."""
+    with rasterio.open(tile_path[tiles[0].id]) as first:
+        count = first.count
+    descriptions = [description] if isinstance(description, str) else (description or [])
     with atomic_path(out_path) as tmp:
         stage = tmp.with_name(tmp.stem + ".stage.tif") if cog else tmp
         profile = {
-            "driver": "GTiff", "dtype": dtype, "count": 1, "width": grid.width, "height": grid.height,
+            "driver": "GTiff", "dtype": dtype, "count": count, "width": grid.width, "height": grid.height,
             "crs": grid.crs, "transform": grid.affine, "nodata": nodata, "compress": compress,
             "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
         }
@@ -38,11 +41,11 @@ def assemble(
             with rasterio.open(stage, "w", **profile) as dst:
                 for t in tiles:
                     with rasterio.open(tile_path[t.id]) as src:
-                        dst.write(src.read(1).astype(dtype, copy=False), 1, window=t.window)
+                        dst.write(src.read().astype(dtype, copy=False), window=t.window)
                 if colormap:
                     dst.write_colormap(1, colormap)
-                if description:
-                    dst.set_band_description(1, description)
+                for i, d in enumerate(descriptions, start=1):
+                    dst.set_band_description(i, d)
                 if not cog:
                     factors = [f for f in (2, 4, 8, 16, 32) if min(grid.width, grid.height) // f >= 64]
                     if factors:
@@ -51,6 +54,7 @@ def assemble(
                 rasterio.shutil.copy(
                     stage, tmp, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=256,
                     OVERVIEW_RESAMPLING=overview_resampling.upper(), BIGTIFF="IF_SAFER",
+                    **({"INTERLEAVE": "BAND"} if count > 1 else {}),
                 )
         finally:
             if cog and stage.exists():

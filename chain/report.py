@@ -36,11 +36,13 @@ def _pm(a: dict[str, float], digits: int = 3) -> str:
     return f"{a['mean']:.{digits}f}" + ("" if np.isnan(a["ci95"]) else f" +- {a['ci95']:.{digits}f}")
 
 
-def results_text(runs: list[dict[str, Any]], summary: dict[str, Any], labels: list[int], names: dict[int, str], part: str) -> str:
-    lines = [f"Validation on the '{part}' polygons of each run (pixels inside polygons).", "#row = reference", "#col = production", ""]
+def results_text(runs: list[dict[str, Any]], summary: dict[str, Any], labels: list[int], names: dict[int, str], part: str,
+                 map_name: str = "Classif_Seed_{r}.tif") -> str:
+    lines = [f"Validation of {map_name.format(r='<n>')} on the '{part}' polygons of each run (pixels inside polygons).",
+             "#row = reference", "#col = production", ""]
     width = max(7, *(len(str(c)) for c in labels))
     for r, m in enumerate(runs):
-        lines += [f"*********** Run {r} ***********", f"Confusion matrix (Classif_Seed_{r}.tif):", ""]
+        lines += [f"*********** Run {r} ***********", f"Confusion matrix ({map_name.format(r=r)}):", ""]
         lines.append(" " * (width + 2) + "".join(f"{c:>{width}}" for c in labels))
         for c, row in zip(labels, m["confusion"]):
             lines.append(f"{c:>{width}}  " + "".join(f"{v:>{width}}" for v in row))
@@ -82,12 +84,19 @@ def confusion_png(path: Path, cm: np.ndarray, labels: list[int], names: dict[int
     plt.close(fig)
 
 
-def write_reports(final: Path, runs: list[dict[str, Any]], labels: list[int], names: dict[int, str], part: str) -> dict[str, Any]:
+def write_reports(final: Path, runs: list[dict[str, Any]], labels: list[int], names: dict[int, str], part: str,
+                  regularized: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     summary = summarize(runs, labels)
     for r, m in enumerate(runs):
         confusion_png(final / f"confusion_Seed_{r}.png", np.array(m["confusion"]), labels, names,
                       f"Run {r}: OA {m['oa']:.3f}, kappa {m['kappa']:.3f}")
-    write_json(final / "metrics.json", {"evaluated_on": part, "labels": labels, "names": {str(k): v for k, v in names.items()},
-                                       "runs": runs, "summary": summary})
-    write_text(final / "RESULTS.txt", results_text(runs, summary, labels, names, part))
+    doc: dict[str, Any] = {"evaluated_on": part, "labels": labels, "names": {str(k): v for k, v in names.items()},
+                           "runs": runs, "summary": summary}
+    text = results_text(runs, summary, labels, names, part)
+    if regularized:
+        reg_summary = summarize(regularized, labels)
+        doc["regularized"] = {"runs": regularized, "summary": reg_summary}
+        text += "\n\n" + results_text(regularized, reg_summary, labels, names, part, "Classif_Seed_{r}_regularized.tif")
+    write_json(final / "metrics.json", doc)
+    write_text(final / "RESULTS.txt", text)
     return summary

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from chain import models
-from chain.classify import classify_tile, tile_paths
+from chain.classify import classify_tile, proba_path, tile_paths
 from chain.runner import Context, Step, register
 from steps import common
 from steps.train import model_dir
@@ -22,7 +22,7 @@ class Classify(Step):
     requires = ("train", "features")
 
     def params(self, ctx: Context) -> dict[str, Any]:
-        return {"tile_size_px": ctx.cfg.grid.tile_size_px}
+        return {"tile_size_px": ctx.cfg.grid.tile_size_px, "classify": ctx.cfg.section("classify")}
 
     def outputs(self, ctx: Context) -> list[Path]:
         return [tiles_dir(ctx, r) for r in common.runs(ctx)]
@@ -36,6 +36,7 @@ class Classify(Step):
             models.load(mdir, spec.names)  # fails early and clearly on a mismatching model
             out = tiles_dir(ctx, run)
             out.mkdir(parents=True, exist_ok=True)
-            map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, common.tiles(ctx), cat, spec, mdir, out,
-                      is_done=lambda t: tile_paths(out, t)[0].exists() and tile_paths(out, t)[1].exists(),
+            proba = ctx.cfg.classify.probabilities
+            map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, common.tiles(ctx), cat, spec, mdir, out, proba,
+                      is_done=lambda t: all(p.exists() for p in [*tile_paths(out, t), *([proba_path(out, t)] if proba else [])]),
                       key=f"classify-{run}-{ctx.signatures[self.name][:12]}", desc=f"classify: run {run}")

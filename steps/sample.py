@@ -13,7 +13,7 @@ from chain.sampling import Samples, extract_tile, polygons_in_tile
 from chain.runner import Context, Step, register
 from steps import common
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"chain.{__name__}")
 
 
 def _save(path: Path, samples: Samples) -> None:

@@ -17,7 +17,7 @@ from chain.runner import Context, Step, register
 from steps import common
 from steps.sample import load_samples
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"chain.{__name__}")
 
 
 def model_dir(ctx: Context, run: int) -> Path:

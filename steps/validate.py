@@ -1,4 +1,4 @@
-"""validate: each run's map against its evaluation polygons -> RESULTS.txt, metrics.json, PNGs."""
+"""validate: each run's map (raw and regularized) against its evaluation polygons -> RESULTS.txt, metrics.json, PNGs."""
 
 from __future__ import annotations
 
@@ -6,52 +6,101 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import json
+
 import numpy as np
 
+from chain import __version__, html_report
+
+from chain.catalog import Catalog
+from chain.grid import Tile
 from chain.metrics import confusion
 from chain.mosaic import read_window_array
 from chain.report import run_metrics, write_reports
 from chain.sampling import polygons_in_tile, rasterize_ids
 from chain.split import evaluation_set
-from chain.runner import Context, Step, register
+from chain.runner import Context, Step, read_record, register, step_names
 from steps import common
+from steps.regularize import regularized_path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"chain.{__name__}")
+
+
+def confusion_of_map(map_path: Path, polys: Any, cat: Catalog, tiles: list[Tile], labels: list[int]) -> np.ndarray:
+    """Confusion matrix of a map against the pixels (centres) inside ``polys``, read tile by tile."""
+    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for tile in tiles:
+        inside = polygons_in_tile(polys, cat.grid, tile)
+        if inside.empty:
+            continue
+        ref = rasterize_ids(inside, cat.grid, tile, column="code") - 1
+        pred = read_window_array(map_path, tile).astype(np.int64)
+        # nodata (never observed) pixels are not predictions: left out
+        sel = (ref >= 0) & (pred > 0)
+        cm += confusion(ref[sel], pred[sel], labels)
+    return cm
 
 
 @register
 class Validate(Step):
     name = "validate"
-    requires = ("mosaic", "split")
+    requires = ("regularize", "split")
+    version = "3"
 
     def params(self, ctx: Context) -> dict[str, Any]:
         return {"tile_size_px": ctx.cfg.grid.tile_size_px}
 
     def outputs(self, ctx: Context) -> list[Path]:
         f = ctx.final
-        return [f / "RESULTS.txt", f / "metrics.json"] + [f / f"confusion_Seed_{r}.png" for r in common.runs(ctx)]
+        return [f / "RESULTS.txt", f / "metrics.json", f / "report.html"] + [f / f"confusion_Seed_{r}.png" for r in common.runs(ctx)]
 
     def run(self, ctx: Context) -> None:
         cat, polys, split = common.catalog(ctx), common.reference(ctx), common.splits(ctx)
         part = evaluation_set(ctx.cfg.split.scheme)
-        classes = common.classes(ctx)
         labels = sorted(set(split["code"].astype(int)))
-        runs = []
+        tiles = common.tiles(ctx)
+        results: dict[str, list[dict[str, Any]]] = {"raw": [], "regularized": []}
         for r in common.runs(ctx):
             ids = split.loc[(split["run"] == r) & (split["part"] == part), "poly_id"]
             ev = polys[polys["poly_id"].isin(ids)]
-            cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
-            map_path = ctx.final / f"Classif_Seed_{r}.tif"
-            for tile in common.tiles(ctx):
-                inside = polygons_in_tile(ev, cat.grid, tile)
-                if inside.empty:
-                    continue
-                ref = rasterize_ids(inside, cat.grid, tile, column="code") - 1
-                pred = read_window_array(map_path, tile).astype(np.int64)
-                # nodata (never observed) pixels are not predictions; they are left out and counted
-                sel = (ref >= 0) & (pred > 0)
-                cm += confusion(ref[sel], pred[sel], labels)
-            runs.append(run_metrics(cm, labels))
-            log.info("validate: run %d: OA %.3f, kappa %.3f on %d pixels", r, runs[-1]["oa"], runs[-1]["kappa"], runs[-1]["n_pixels"])
-        names = {c: v["name"] for c, v in classes.items()}
-        write_reports(ctx.final, runs, labels, names, part)
+            maps = {"raw": ctx.final / f"Classif_Seed_{r}.tif"}
+            if ctx.cfg.regularize.enabled:
+                maps["regularized"] = regularized_path(ctx, r)
+            for kind, path in maps.items():
+                results[kind].append(run_metrics(confusion_of_map(path, ev, cat, tiles, labels), labels))
+                m = results[kind][-1]
+                log.info("validate: run %d (%s map): OA %.3f, kappa %.3f on %d pixels", r, kind, m["oa"], m["kappa"], m["n_pixels"])
+        names = {c: v["name"] for c, v in common.classes(ctx).items()}
+        write_reports(ctx.final, results["raw"], labels, names, part, regularized=results["regularized"] or None)
+        html_report.build(ctx.final, json.loads((ctx.final / "metrics.json").read_text()), common.classes(ctx), report_context(ctx))
+
+
+def report_context(ctx: Context) -> dict[str, Any]:
+    cfg, cat, polys = ctx.cfg, common.catalog(ctx), common.reference(ctx)
+    g = cat.grid
+    durations = {}
+    for name in step_names():
+        rec = read_record(ctx.workdir, name)
+        if rec and rec.get("status") == "done" and "seconds" in rec:
+            durations[name] = rec["seconds"]
+    model = {k: v for k, v in cfg.section("model").items() if k != "type"}
+    return {
+        "title": cfg.source.name if cfg.source else str(ctx.workdir),
+        "version": __version__,
+        "pixel_area_m2": g.res[0] * g.res[1],
+        "summary": {
+            "config": str(cfg.source or ""),
+            "work folder": str(ctx.workdir),
+            "time series": f"{len(cat.acquisitions)} dates, {cat.dates[0]} .. {cat.dates[-1]} ({cfg.inputs.s2.path})",
+            "bands": " ".join(cat.bands),
+            "features": f"{len(common.spec(ctx).names)} ({', '.join(cfg.features.indices)} + bands on {len(common.spec(ctx).dates)} gap-filled dates every {cfg.gapfill.interval_days} days)",
+            "grid": f"{g.width} x {g.height} px of {g.res[0]:g} m, {g.crs.to_string()}",
+            "reference": f"{len(polys)} polygons, {polys['code'].nunique()} classes ({cfg.inputs.reference.path})",
+            "split": f"{cfg.split.scheme}, {cfg.split.runs} run(s), seed {cfg.seed}",
+            "model": f"{cfg.model.type} ({', '.join(f'{k}={v}' for k, v in model.items())})",
+            "regularization": (f"MMU {cfg.regularize.mmu_px or 0} px / {cfg.regularize.mmu_m2 or 0} m², majority radius {cfg.regularize.majority_radius_px} px"
+                               if cfg.regularize.enabled else "off"),
+        },
+        "durations": durations,
+        "models": [{"name": cfg.model.type, "params": ", ".join(f"{k}={v}" for k, v in model.items())}],
+    }

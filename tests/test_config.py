@@ -56,3 +56,20 @@ def test_example_and_demo_configs_are_valid():
     root = Path(__file__).resolve().parents[1] / "configs"
     for name in ("example.yaml", "demo.yaml"):
         config.load(root / name)
+
+
+def test_placeholders_are_filled_from_vars_and_set(tmp_path):
+    data = {**MINIMAL, "workdir": "out/${year}", "vars": {"year": 2021, "trees": 50},
+            "gapfill": {"start": "${year}-01-01", "end": "${year}-12-31"}, "model": {"n_estimators": "${trees}"}}
+    path = _write(tmp_path, data)
+    cfg = config.load(path)
+    assert cfg.workdir.name == "2021" and str(cfg.gapfill.start) == "2021-01-01"
+    assert cfg.model.n_estimators == 50
+    cfg = config.load(path, ["year=2022"])
+    assert cfg.workdir.name == "2022" and str(cfg.gapfill.end) == "2022-12-31"
+    assert config.load(path, ["vars.year=2023"]).workdir.name == "2023"
+
+
+def test_undefined_placeholder_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'workdir': placeholder \$\{year\} has no value"):
+        config.load(_write(tmp_path, {**MINIMAL, "workdir": "out/${year}"}))

@@ -131,4 +131,17 @@ def test_steps_listing():
     code, out = _run("steps")
     assert code == 0
     names = [line.split()[0] for line in out.strip().splitlines()]
-    assert names == ["ingest", "gapfill", "features", "split", "sample", "train", "classify", "mosaic", "validate"]
+    assert names == ["ingest", "gapfill", "features", "split", "sample", "train", "classify", "mosaic", "regularize", "vectorize", "validate"]
+
+
+def test_demo_command_writes_a_real_scene(tmp_path):
+    code, out = _run("demo", tmp_path / "d", "--size", "40", "--dates", "4", "--fields", "12")
+    assert code == 0, out
+    gdf = gpd.read_file(tmp_path / "d" / "reference.gpkg")
+    assert {"code", "name"} <= set(gdf.columns) and gdf.crs.to_epsg() == 32740
+    dates = sorted(p.name for p in (tmp_path / "d" / "s2").iterdir())
+    assert len(dates) == 4
+    with rasterio.open(next((tmp_path / "d" / "s2" / dates[0]).glob("*_B11.tif"))) as src:
+        assert src.res == (20.0, 20.0) and src.nodata == -10000
+    with rasterio.open(tmp_path / "d" / "truth.tif") as src:
+        assert set(np.unique(src.read(1))) <= set(range(1, 8))

@@ -30,3 +30,23 @@ def test_mean_ci_uses_student_t():
     assert np.isclose(m, 0.9)
     assert np.isclose(h, 4.302652729911275 * 0.1 / np.sqrt(3))
     assert np.isnan(mean_ci([0.5])[1])
+
+
+def test_area_estimates_follow_the_stratified_estimator():
+    from chain.metrics import area_estimates
+
+    # rows = reference, columns = map; transpose of the map-by-reference sample table
+    by_map = np.array([[66, 0, 1, 2], [0, 55, 0, 1], [5, 8, 153, 9], [4, 12, 11, 313]])
+    map_px = np.array([200_000, 150_000, 3_200_000, 6_450_000])
+    est = area_estimates(by_map.T, map_px, pixel_area=0.09)
+    W = map_px / map_px.sum()
+    n_i = by_map.sum(1)
+    expected0 = (W * by_map[:, 0] / n_i).sum() * map_px.sum() * 0.09
+    assert np.isclose(est["adjusted"][0], expected0)
+    assert np.isclose(est["adjusted"].sum(), map_px.sum() * 0.09)  # the areas add up to the map
+    se0 = np.sqrt((W**2 * (by_map[:, 0] / n_i) * (1 - by_map[:, 0] / n_i) / (n_i - 1)).sum())
+    assert np.isclose(est["ci"][0], 1.96 * se0 * map_px.sum() * 0.09)
+    # a perfect map: adjusted = mapped, no uncertainty
+    perfect = area_estimates(np.diag([10, 20]), np.array([100, 300]), 1.0)
+    np.testing.assert_allclose(perfect["adjusted"], [100, 300])
+    np.testing.assert_allclose(perfect["ci"], 0)

@@ -1,0 +1,101 @@
+"""`chain compare`: the change between two land-cover maps (e.g. two years), block by block."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from chain.atomic import atomic_path, write_text
+from chain.errors import InputError
+from chain.grid import GridSpec
+from chain.html_report import CSS, _png, _plt, _table
+from chain.raster import open_raster, read_on_grid
+
+CHANGE_NODATA = 0
+
+
+def class_names_of(map_path: Path) -> dict[int, str]:
+    """Class names from the nomenclature.csv next to a chain map, else from GDAL category names."""
+    csv_path = map_path.parent / "nomenclature.csv"
+    if csv_path.exists():
+        with open(csv_path) as fh:
+            return {int(r["code"]): r["name"] for r in csv.DictReader(fh)}
+    with rasterio.open(map_path) as src:
+        cats = []
+        aux = map_path.with_name(map_path.name + ".aux.xml")
+        if aux.exists():
+            import re
+
+            cats = re.findall(r"<Category>(.*?)</Category>", aux.read_text())
+    return {i: n for i, n in enumerate(cats) if n}
+
+
+def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> dict[str, object]:
+    """Write change_matrix.csv, change.tif (from * 256 + to) and change.html into ``out_dir``."""
+    with open_raster(map_a) as a:
+        if a.count != 1 or a.dtypes[0] != "uint8":
+            raise InputError(f"{map_a}: expected a single-band uint8 class map, got {a.count} band(s) of {a.dtypes[0]}")
+        grid = GridSpec(a.crs.to_wkt(), tuple(a.transform)[:6], a.width, a.height)  # type: ignore[arg-type]
+        windows = [w for _, w in a.block_windows(1)]
+    with open_raster(map_b) as b:
+        if b.crs is None:
+            raise InputError(f"{map_b}: the map has no CRS")
+    counts = np.zeros((256, 256), dtype=np.int64)
+    profile = {"driver": "GTiff", "dtype": "uint16", "count": 1, "width": grid.width, "height": grid.height,
+               "crs": grid.crs, "transform": grid.affine, "nodata": CHANGE_NODATA, "compress": "deflate",
+               "tiled": True, "blockxsize": 256, "blockysize": 256}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "change.tif") as tmp:
+        with rasterio.open(map_a) as a, rasterio.open(tmp, "w", **profile) as dst:
+            for w in windows:
+                va = a.read(1, window=w)
+                vb = read_on_grid(map_b, grid, w, nodata=nodata)  # warped (nearest) when the grids differ
+                ok = (va != nodata) & (vb != nodata)
+                counts += np.bincount(va[ok].astype(np.int64) * 256 + vb[ok], minlength=65536).reshape(256, 256)
+                dst.write(np.where(ok, va.astype(np.uint16) * 256 + vb, CHANGE_NODATA).astype(np.uint16), 1, window=w)
+            dst.set_band_description(1, "change code = class in A * 256 + class in B")
+    codes = sorted(set(np.flatnonzero(counts.sum(1))) | set(np.flatnonzero(counts.sum(0))))
+    matrix = counts[np.ix_(codes, codes)]
+    pixel_ha = abs(grid.res[0] * grid.res[1]) / 10_000
+    names = {**class_names_of(map_b), **class_names_of(map_a)}
+    label = [f"{c} {names.get(c, '')}".strip() for c in codes]
+
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(["from_code", "from_name", "to_code", "to_name", "pixels", "area_ha"])
+    for i, ci in enumerate(codes):
+        for j, cj in enumerate(codes):
+            if matrix[i, j]:
+                wr.writerow([ci, names.get(ci, ""), cj, names.get(cj, ""), int(matrix[i, j]), round(matrix[i, j] * pixel_ha, 4)])
+    write_text(out_dir / "change_matrix.csv", buf.getvalue())
+
+    total = int(matrix.sum())
+    changed = total - int(np.trace(matrix))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(0.8 * len(codes) + 3, 0.7 * len(codes) + 2.5))
+    area = matrix * pixel_ha
+    ax.imshow(np.log1p(area), cmap="viridis")
+    for i in range(len(codes)):
+        for j in range(len(codes)):
+            ax.text(j, i, f"{area[i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+    ax.set_xticks(range(len(codes)), label, rotation=45, ha="right")
+    ax.set_yticks(range(len(codes)), label)
+    ax.set_xlabel(f"B: {map_b.name}")
+    ax.set_ylabel(f"A: {map_a.name}")
+    ax.set_title("area (ha) from class in A to class in B")
+    fig.tight_layout()
+    rows = [[f"{label[i]} → {label[j]}", int(matrix[i, j]), f"{matrix[i, j] * pixel_ha:.2f}"]
+            for i, j in sorted(zip(*np.nonzero(matrix)), key=lambda ij: -matrix[ij]) if i != j][:30]
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chain compare</title><style>{CSS}</style></head><body>"
+            f"<h1>Change between two maps</h1><p>A: {html.escape(str(map_a))}<br>B: {html.escape(str(map_b))}</p>"
+            f"<p>{total:,} pixels compared ({total * pixel_ha:.1f} ha); {changed:,} changed "
+            f"({100 * changed / max(total, 1):.1f} %, {changed * pixel_ha:.1f} ha).</p>"
+            f"<img alt='change matrix' src='{_png(fig)}'><h2>Largest changes</h2>"
+            + _table(["from → to", "pixels", "area (ha)"], rows) + "</body></html>")
+    write_text(out_dir / "change.html", page)
+    return {"pixels": total, "changed": changed, "codes": codes, "matrix": matrix}
