@@ -10,6 +10,10 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import sieve
 from scipy import ndimage
 
+# sieve works on plain arrays here, which need no georeferencing; catch_warnings is not thread-safe
+# (tiles run in threads), so the filter is global but matches only this message
+warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning)
+
 
 def majority(labels: np.ndarray, radius_px: int, nodata: int = 0) -> np.ndarray:
     """Most frequent class in the (2r+1)² window around each pixel; ties keep the pixel's own class."""
@@ -47,10 +51,8 @@ def regularize(labels: np.ndarray, mmu_px: int, majority_radius_px: int = 0, nod
     valid = labels != nodata
     out = majority(labels, majority_radius_px, nodata)
     if mmu_px > 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain arrays: no georeferencing needed
-            for connectivity in (8, 4):
-                out = sieve(out, size=mmu_px, connectivity=connectivity, mask=valid)
+        for connectivity in (8, 4):
+            out = sieve(out, size=mmu_px, connectivity=connectivity, mask=valid)
     out = out.astype(labels.dtype, copy=False)
     out[~valid] = nodata
     return out
