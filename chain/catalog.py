@@ -17,7 +17,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioIOError
 
-from chain.config import Config, S2Input
+from chain.config import Config, S2Input, StackInput
 from chain.errors import ConfigError, InputError, InputMissingError
 from chain.grid import GridSpec
 
@@ -32,6 +32,12 @@ class Acquisition:
 
 
 @dataclass(frozen=True)
+class StackFile:
+    path: str
+    names: tuple[str, ...]  # feature name of each band
+
+
+@dataclass(frozen=True)
 class Catalog:
     grid: GridSpec
     bands: tuple[str, ...]
@@ -42,6 +48,9 @@ class Catalog:
     saturation: float | None
     mask_valid_values: tuple[int, ...]
     resampling: str
+    stack: tuple[StackFile, ...] = ()
+    stack_nodata: float | None = None
+    stack_resampling: str = "nearest"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,6 +68,9 @@ class Catalog:
             "saturation": self.saturation,
             "mask_valid_values": list(self.mask_valid_values),
             "resampling": self.resampling,
+            "stack": [{"path": f.path, "names": list(f.names)} for f in self.stack],
+            "stack_nodata": self.stack_nodata,
+            "stack_resampling": self.stack_resampling,
         }
 
     @classmethod
@@ -75,6 +87,9 @@ class Catalog:
             saturation=d["saturation"],
             mask_valid_values=tuple(d["mask_valid_values"]),
             resampling=d["resampling"],
+            stack=tuple(StackFile(f["path"], tuple(f["names"])) for f in d.get("stack", [])),
+            stack_nodata=d.get("stack_nodata"),
+            stack_resampling=d.get("stack_resampling", "nearest"),
         )
 
 
@@ -169,26 +184,78 @@ def define_grid(cfg: Config, first_band: dict[str, Any]) -> GridSpec:
     return GridSpec.from_bounds(crs, bounds, res)
 
 
+def discover_stack(cfg: StackInput) -> tuple[list[StackFile], dict[str, Any]]:
+    """The stack's files and the feature name of each band; returns (files, header of the first)."""
+    paths = cfg.path if isinstance(cfg.path, list) else [cfg.path]
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise InputMissingError(f"inputs.stack.path: folder {str(p)!r} holds no .tif/.vrt file")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputMissingError(f"inputs.stack.path: {str(p)!r} does not exist (expected a multi-band GeoTIFF, a folder of them, or a list)")
+    out, first = [], None
+    for f in files:
+        h = _header(str(f))
+        first = first or h
+        with rasterio.open(f) as src:
+            descriptions = list(src.descriptions)
+        if cfg.bands is not None:
+            if len(cfg.bands) != h["count"]:
+                raise InputError(f"{f}: has {h['count']} band(s) but inputs.stack.bands names {len(cfg.bands)}; give one name per band")
+            names = list(cfg.bands)
+        elif all(descriptions) and len(set(descriptions)) == len(descriptions):
+            names = [str(d) for d in descriptions]
+        else:
+            names = [f"b{i}" for i in range(1, h["count"] + 1)]
+        if len(files) > 1:
+            names = [f"{f.stem}_{n}" for n in names]
+        out.append(StackFile(str(f), tuple(names)))
+    all_names = [n for f in out for n in f.names]
+    dup = sorted({n for n in all_names if all_names.count(n) > 1})
+    if dup:
+        raise InputError(f"inputs.stack: feature names {dup[:5]} appear more than once; name the bands uniquely (inputs.stack.bands or band descriptions)")
+    assert first is not None
+    return out, first
+
+
 def build_catalog(cfg: Config) -> Catalog:
-    s2 = cfg.inputs.s2
-    acquisitions = discover_s2(s2)
-    headers = {}
-    for acq in acquisitions:
-        for path in [*acq.bands.values(), acq.mask]:
-            headers[path] = _header(path)
-    first = headers[acquisitions[0].bands[s2.bands[0]]]
+    s2, stack_cfg = cfg.inputs.s2, cfg.inputs.stack
+    acquisitions: list[Acquisition] = []
+    first = None
+    if s2 is not None:
+        acquisitions = discover_s2(s2)
+        headers = {}
+        for acq in acquisitions:
+            for path in [*acq.bands.values(), acq.mask]:
+                headers[path] = _header(path)
+        first = headers[acquisitions[0].bands[s2.bands[0]]]
+    stack: list[StackFile] = []
+    stack_nodata = None
+    if stack_cfg is not None:
+        stack, stack_first = discover_stack(stack_cfg)
+        first = first or stack_first
+        stack_nodata = stack_cfg.nodata if stack_cfg.nodata is not None else stack_first["nodata"]
+    assert first is not None
     grid = define_grid(cfg, first)
-    nodata = s2.nodata if s2.nodata is not None else first["nodata"]
+    nodata = (s2.nodata if s2.nodata is not None else first["nodata"]) if s2 is not None else None
     return Catalog(
         grid=grid,
-        bands=tuple(s2.bands),
+        bands=tuple(s2.bands) if s2 else (),
         acquisitions=tuple(acquisitions),
         nodata=nodata,
-        scale=s2.scale,
-        offset=s2.offset,
-        saturation=s2.saturation,
-        mask_valid_values=tuple(s2.mask_valid_values),
-        resampling=s2.resampling,
+        scale=s2.scale if s2 else 1.0,
+        offset=s2.offset if s2 else 0.0,
+        saturation=s2.saturation if s2 else None,
+        mask_valid_values=tuple(s2.mask_valid_values) if s2 else (0,),
+        resampling=s2.resampling if s2 else "nearest",
+        stack=tuple(stack),
+        stack_nodata=stack_nodata,
+        stack_resampling=stack_cfg.resampling if stack_cfg else "nearest",
     )
 
 
@@ -202,4 +269,4 @@ def fingerprint_files(paths: list[str]) -> list[tuple[str, int, int]]:
 
 
 def catalog_files(cat: Catalog) -> list[str]:
-    return [p for a in cat.acquisitions for p in [*a.bands.values(), a.mask]]
+    return [p for a in cat.acquisitions for p in [*a.bands.values(), a.mask]] + [f.path for f in cat.stack]

@@ -60,9 +60,25 @@ class ReferenceInput(Section):
     layer: str | None = None
 
 
+class StackInput(Section):
+    """Features users already have: one multi-band raster, or several (e.g. one per date)."""
+
+    path: PathFromConfig | list[PathFromConfig]  # a file, a folder of .tif/.vrt, or a list of files
+    bands: list[str] | None = None  # band names of each file; default: the band descriptions, else b1..bn
+    nodata: float | None = None  # default: the files' own nodata
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
+
+
 class Inputs(Section):
-    s2: S2Input
+    s2: S2Input | None = None
+    stack: StackInput | None = None
     reference: ReferenceInput
+
+    @model_validator(mode="after")
+    def _some_imagery(self) -> "Inputs":
+        if self.s2 is None and self.stack is None:
+            raise ValueError("give at least one image input: 's2' (a time series) or 'stack' (a feature stack)")
+        return self
 
 
 class GridConfig(Section):

@@ -42,23 +42,27 @@ class FeatureSpec:
     bands: tuple[str, ...]
     indices: tuple[str, ...]
     dates: tuple[dt.date, ...]
+    stack: tuple[str, ...] = ()  # names of the bands of the feature-stack input, appended as they are
 
     @property
     def names(self) -> list[str]:
         per = [*self.bands, *(i.upper() for i in self.indices)]
-        return [f"{f}_{d:%Y%m%d}" for f in per for d in self.dates]
+        return [f"{f}_{d:%Y%m%d}" for f in per for d in self.dates] + list(self.stack)
 
     def to_dict(self) -> dict[str, Any]:
         return {"bands": list(self.bands), "indices": list(self.indices),
-                "dates": [d.isoformat() for d in self.dates], "names": self.names}
+                "dates": [d.isoformat() for d in self.dates], "stack": list(self.stack), "names": self.names}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
-        return cls(tuple(d["bands"]), tuple(d["indices"]), tuple(dt.date.fromisoformat(x) for x in d["dates"]))
+        return cls(tuple(d["bands"]), tuple(d["indices"]), tuple(dt.date.fromisoformat(x) for x in d["dates"]),
+                   tuple(d.get("stack", ())))
 
 
 def output_dates(cfg: Config, cat: Catalog) -> list[dt.date]:
     """The regular date grid; raises ConfigError when it does not overlap the acquisitions."""
+    if not cat.acquisitions:
+        return []  # no time series: nothing to gap-fill
     first, last = cat.dates[0], cat.dates[-1]
     start = cfg.gapfill.start or first
     end = cfg.gapfill.end or last
@@ -73,12 +77,15 @@ def output_dates(cfg: Config, cat: Catalog) -> list[dt.date]:
 
 
 def feature_spec(cfg: Config, cat: Catalog) -> FeatureSpec:
+    stack = tuple(n for f in cat.stack for n in f.names)
+    if not cat.acquisitions:
+        return FeatureSpec((), (), (), stack)
     for name in cfg.features.indices:
         needed, _ = INDICES[name]
         missing = [b for b in (needed or ()) if b not in cat.bands]
         if missing:
             raise ConfigError(f"features.indices: {name!r} needs band(s) {missing}, which inputs.s2.bands {list(cat.bands)} lacks")
-    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)))
+    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)), stack)
 
 
 def read_series(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +123,45 @@ class FeatureBlock:
         return self.n_valid > 0
 
 
+def read_stack(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """The feature-stack bands (F, h, w) float32 and, per file, validity (files, h, w)."""
+    parts, valid = [], []
+    for f in cat.stack:
+        arr = read_on_grid(f.path, cat.grid, window, Resampling[cat.stack_resampling], nodata=cat.stack_nodata,
+                           band=list(range(1, len(f.names) + 1))).astype(np.float32, copy=False)
+        ok = np.isfinite(arr).all(axis=0)
+        if cat.stack_nodata is not None:
+            ok &= (arr != np.float32(cat.stack_nodata)).all(axis=0)
+        parts.append(arr)
+        valid.append(ok)
+    return np.concatenate(parts, axis=0), np.stack(valid)
+
+
+def validity_count(cat: Catalog, window: Window) -> np.ndarray:
+    """PixelsValidity: clear dates of the time series, or valid stack files when there is no series."""
+    if cat.acquisitions:
+        return read_series(cat, window)[1].sum(axis=0).astype(np.uint16)
+    return read_stack(cat, window)[1].sum(axis=0).astype(np.uint16)
+
+
 def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:
+    blocks: list[np.ndarray] = []
+    n_valid = None
+    if cat.acquisitions:
+        series = _series_features(cat, spec, window)
+        blocks.append(series.values)
+        n_valid = series.n_valid
+    if cat.stack:
+        values, ok = read_stack(cat, window)
+        everywhere = ok.all(axis=0)
+        values[:, ~everywhere] = np.nan
+        blocks.append(values)
+        n_valid = ok.sum(axis=0).astype(np.uint16) if n_valid is None else np.where(everywhere, n_valid, 0).astype(np.uint16)
+    assert n_valid is not None
+    return FeatureBlock(np.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0], n_valid)
+
+
+def _series_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:
     raw, valid = read_series(cat, window)
     T, B, h, w = raw.shape
     in_days = gapfill.to_days(cat.dates)

@@ -44,9 +44,9 @@ def read_on_grid(
     window: Window,
     resampling: Resampling = Resampling.nearest,
     nodata: float | None = None,
-    band: int = 1,
+    band: int | list[int] = 1,
 ) -> np.ndarray:
-    """Read one band of ``path`` over ``window`` of ``grid``, warping on the fly when the grids differ.
+    """Read band(s) of ``path`` over ``window`` of ``grid``, warping on the fly when the grids differ.
 
     Pixels outside the source get ``nodata`` (the source's nodata when None).
     """

@@ -224,7 +224,7 @@ class WorkdirLock:
 def prepare(ctx: Context, upto: int | None = None) -> None:
     """Generate the demo scene when the config asks for it, then run every step's checks."""
     cfg = ctx.cfg
-    if cfg.demo is not None:
+    if cfg.demo is not None and cfg.inputs.s2 is not None:
         from chain.demo import ensure
 
         d = cfg.demo

@@ -10,7 +10,7 @@ from typing import Any
 
 from chain.atomic import write_json
 from chain.catalog import Catalog
-from chain.features import output_dates, read_series
+from chain.features import output_dates, validity_count
 from chain.grid import Tile
 from chain.raster import write_tile
 from chain.runner import Context, Step, register
@@ -19,8 +19,7 @@ from steps.ingest import preflight
 
 
 def validity_tile(tile: Tile, cat: Catalog, out_dir: Path) -> str:
-    _, valid = read_series(cat, tile.window)
-    write_tile(out_dir / f"{tile.id}.tif", valid.sum(axis=0).astype("uint16"), cat.grid, tile.window, None)
+    write_tile(out_dir / f"{tile.id}.tif", validity_count(cat, tile.window), cat.grid, tile.window, None)
     return tile.id
 
 

@@ -91,9 +91,11 @@ def report_context(ctx: Context) -> dict[str, Any]:
         "summary": {
             "config": str(cfg.source or ""),
             "work folder": str(ctx.workdir),
-            "time series": f"{len(cat.acquisitions)} dates, {cat.dates[0]} .. {cat.dates[-1]} ({cfg.inputs.s2.path})",
-            "bands": " ".join(cat.bands),
-            "features": f"{len(common.spec(ctx).names)} ({', '.join(cfg.features.indices)} + bands on {len(common.spec(ctx).dates)} gap-filled dates every {cfg.gapfill.interval_days} days)",
+            "time series": (f"{len(cat.acquisitions)} dates, {cat.dates[0]} .. {cat.dates[-1]} ({cfg.inputs.s2.path})"
+                            if cfg.inputs.s2 else "none"),
+            "bands": " ".join(cat.bands) or "-",
+            "feature stack": (f"{len(cat.stack)} file(s), {sum(len(f.names) for f in cat.stack)} band(s)" if cat.stack else "none"),
+            "features": f"{len(common.spec(ctx).names)} in all",
             "grid": f"{g.width} x {g.height} px of {g.res[0]:g} m, {g.crs.to_string()}",
             "reference": f"{len(polys)} polygons, {polys['code'].nunique()} classes ({cfg.inputs.reference.path})",
             "split": f"{cfg.split.scheme}, {cfg.split.runs} run(s), seed {cfg.seed}",
