@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import rasterio
 from dask.distributed import Client, LocalCluster, as_completed
 
 from chain.config import ClusterConfig
+from chain.errors import ConfigError, StepError
 from chain.grid import Tile
 from chain.log import Progress
 
 log = logging.getLogger(__name__)
 
 
-def open_client(cfg: ClusterConfig) -> Client:
+def open_client(cfg: ClusterConfig, workdir: Path | None = None) -> Client:
+    if cfg.type in ("slurm", "pbs"):
+        return _jobqueue_client(cfg, workdir)
     cluster = LocalCluster(
         n_workers=cfg.n_workers,
         threads_per_worker=cfg.threads_per_worker,
@@ -28,6 +33,76 @@ def open_client(cfg: ClusterConfig) -> Client:
     client = Client(cluster)
     log.debug("dask cluster: %d worker(s) x %d thread(s), %s each", cfg.n_workers, cfg.threads_per_worker, cfg.memory_limit)
     return client
+
+
+def _jobqueue_client(cfg: ClusterConfig, workdir: Path | None) -> Client:
+    try:
+        import dask_jobqueue
+    except ImportError:  # pragma: no cover - a dependency
+        raise ConfigError("cluster.type slurm/pbs needs dask-jobqueue: pip install dask-jobqueue") from None
+    cls = dask_jobqueue.SLURMCluster if cfg.type == "slurm" else dask_jobqueue.PBSCluster
+    command = "sbatch" if cfg.type == "slurm" else "qsub"
+    if shutil.which(command) is None:
+        raise ConfigError(f"cluster.type is {cfg.type!r} but `{command}` is not on PATH; run from a login node of the cluster, or use type: local")
+    logs = Path(cfg.log_directory) if cfg.log_directory else (workdir / "logs" / "jobs" if workdir else None)
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+    kwargs: dict = {
+        "queue": cfg.queue, "account": cfg.account, "cores": cfg.threads_per_worker, "processes": 1,
+        "memory": cfg.memory_limit,
+        "walltime": cfg.walltime, "job_extra_directives": list(cfg.job_extra_directives),
+        "job_script_prologue": list(cfg.job_script_prologue), "interface": cfg.interface,
+        "log_directory": str(logs) if logs else None, "job_name": "chain-worker",
+    }
+    if cfg.host:
+        kwargs["scheduler_options"] = {"host": cfg.host, "dashboard_address": ":0"}
+        kwargs["worker_extra_args"] = ["--host", cfg.host]
+    else:
+        kwargs["scheduler_options"] = {"dashboard_address": ":0"}
+    cluster = cls(**{k: v for k, v in kwargs.items() if v is not None})
+    script = cluster.job_script()
+    log.debug("job script:\n%s", script)
+    if cfg.type == "slurm":
+        _check_slurm_script(cluster, script)
+    log.info("submitting %d %s job(s) for dask workers", cfg.n_workers, cfg.type)
+    cluster.scale(jobs=cfg.n_workers)
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(1, timeout=cfg.startup_timeout_s)
+    except Exception:
+        _close_quietly(client, cluster)
+        raise StepError(
+            f"no dask worker started on {cfg.type} within {cfg.startup_timeout_s} s (cluster.startup_timeout_s); "
+            f"check the queue (squeue/qstat) and the job logs in {logs}"
+        ) from None
+    return client
+
+
+def _check_slurm_script(cluster: Any, script: str) -> None:
+    """`sbatch --test-only`: a wrong partition, account or limit is reported before anything is queued."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as fh:
+        fh.write(script)
+    try:
+        res = subprocess.run(["sbatch", "--test-only", fh.name], capture_output=True, text=True, timeout=60)
+    finally:
+        Path(fh.name).unlink(missing_ok=True)
+    if res.returncode != 0:
+        _close_quietly(None, cluster)
+        detail = " ".join(line.removeprefix("sbatch: error: ") for line in res.stderr.strip().splitlines())
+        raise ConfigError(f"SLURM refuses the worker jobs: {detail}; check cluster.queue, cluster.account, "
+                          "cluster.walltime, cluster.memory_limit and cluster.job_extra_directives")
+
+
+def _close_quietly(client: Any, cluster: Any) -> None:
+    for obj in (client, cluster):
+        if obj is not None:
+            try:
+                obj.close()
+            except Exception:  # closing a cluster that never started can raise; nothing to keep
+                pass
 
 
 def _with_gdal_env(fn: Callable[..., Any], gdal_cache_mb: int, tile: Tile, *args: Any) -> Any:

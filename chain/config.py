@@ -150,13 +150,25 @@ class VectorizeConfig(Section):
 
 
 class ClusterConfig(Section):
-    type: Literal["local"] = "local"
-    n_workers: int = Field(2, ge=1)
-    threads_per_worker: int = Field(1, ge=1)
-    memory_limit: str = "4GiB"
-    processes: bool = True
+    """local: a dask LocalCluster; slurm/pbs: dask-jobqueue, one dask worker per batch job."""
+
+    type: Literal["local", "slurm", "pbs"] = "local"
+    n_workers: int = Field(2, ge=1)  # local: worker processes; slurm/pbs: jobs submitted
+    threads_per_worker: int = Field(1, ge=1)  # slurm/pbs: cores per job
+    memory_limit: str = "4GiB"  # per worker (per job on slurm/pbs)
+    processes: bool = True  # local only: false = threads in this process
     retries: int = Field(1, ge=0)
     gdal_cache_mb: int = Field(256, ge=16)
+    # slurm / pbs only
+    queue: str | None = None  # partition (SLURM) or queue (PBS)
+    account: str | None = None
+    walltime: str = "01:00:00"
+    job_extra_directives: list[str] = Field(default_factory=list)  # e.g. ["--qos=normal"] or ["-l select=1"]
+    job_script_prologue: list[str] = Field(default_factory=list)  # shell lines run before the worker starts
+    interface: str | None = None  # network interface of the workers and scheduler, e.g. ib0
+    host: str | None = None  # address the scheduler and workers bind to, e.g. 127.0.0.1 on a single node
+    log_directory: str | None = None  # batch job logs; default <workdir>/logs/jobs
+    startup_timeout_s: int = Field(300, ge=5)  # how long to wait for the first worker
 
 
 class MosaicConfig(Section):

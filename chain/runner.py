@@ -90,7 +90,7 @@ class Context:
         if self._client is None:
             from chain.cluster import open_client
 
-            self._client = open_client(self.cfg.cluster)
+            self._client = open_client(self.cfg.cluster, self.workdir)
         return self._client
 
     def close(self) -> None:
