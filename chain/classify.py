@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from chain import models
+from chain import forest, models
 from chain.catalog import Catalog
 from chain.features import FeatureSpec, compute_features
 from chain.grid import Tile
@@ -17,18 +17,19 @@ CLASS_NODATA = 0
 CONF_NODATA = 255
 _CHUNK = 65536  # pixels per predict call: bounds the (pixels x classes) probability array
 
-_models: dict[tuple[str, int], Any] = {}
+_models: dict[tuple[str, int, str, int], Any] = {}
 
 
-def _cached_model(folder: Path) -> Any:
-    # each dask worker loads a model once, not once per tile
-    key = (str(folder), (folder / "model.joblib").stat().st_mtime_ns)
+def _cached_model(folder: Path, engine: str = "sklearn", threads: int = 1) -> Any:
+    """The model of ``folder``, loaded (and compiled) once per worker process, not once per tile."""
+    key = (str(folder), (folder / "model.joblib").stat().st_mtime_ns, engine, threads)
     if key not in _models:
         _models.clear()
         model = models.load(folder)[0]
-        if hasattr(model, "n_jobs"):
-            # parallelism comes from the dask workers; trees on one thread avoid oversubscribing cores
-            model.n_jobs = 1
+        if engine != "sklearn" and forest.available() and forest.supports(model):
+            model = forest.FastForest(model, threads)
+        elif hasattr(model, "n_jobs"):
+            model.n_jobs = threads  # parallelism comes from the dask workers: do not oversubscribe cores
         _models[key] = model
     return _models[key]
 
@@ -58,8 +59,8 @@ def proba_path(out_dir: Path, tile: Tile) -> Path:
 
 
 def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, out_dir: Path,
-                  probabilities: bool = False) -> str:
-    model = _cached_model(model_dir)
+                  probabilities: bool = False, engine: str = "compiled", threads: int = 1) -> str:
+    model = _cached_model(model_dir, engine, threads)
     block = compute_features(cat, spec, tile.window)
     h, w = block.n_valid.shape
     valid = block.valid & np.isfinite(block.values).all(axis=0)

@@ -139,6 +139,8 @@ class RFModel(Section):
 
 class ClassifyConfig(Section):
     probabilities: bool = False  # also write one probability band per class (uint8, 0-100)
+    # compiled: Random Forests evaluated by chain.forest (same predictions, faster); sklearn: model.predict_proba
+    engine: Literal["compiled", "sklearn"] = "compiled"
 
 
 class FusionConfig(Section):

@@ -22,7 +22,9 @@ class Classify(Step):
     requires = ("train", "features")
 
     def params(self, ctx: Context) -> dict[str, Any]:
-        return {"tile_size_px": ctx.cfg.grid.tile_size_px, "classify": ctx.cfg.section("classify")}
+        c = dict(ctx.cfg.section("classify"))
+        c.pop("engine", None)  # both engines give the same classes: switching re-runs nothing
+        return {"tile_size_px": ctx.cfg.grid.tile_size_px, "classify": c}
 
     def outputs(self, ctx: Context) -> list[Path]:
         return [tiles_dir(ctx, r) for r in common.runs(ctx)]
@@ -38,5 +40,6 @@ class Classify(Step):
             out.mkdir(parents=True, exist_ok=True)
             proba = ctx.cfg.classify.probabilities
             map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, common.tiles(ctx), cat, spec, mdir, out, proba,
+                      ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker,
                       is_done=lambda t: all(p.exists() for p in [*tile_paths(out, t), *([proba_path(out, t)] if proba else [])]),
                       key=f"classify-{run}-{ctx.signatures[self.name][:12]}", desc=f"classify: run {run}")

@@ -1,0 +1,37 @@
+"""The compiled forest gives scikit-learn's predictions."""
+
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from chain import forest
+
+
+@pytest.mark.parametrize("depth,weight", [(25, None), (3, "balanced"), (None, None)])
+def test_same_classes_and_probabilities_as_scikit_learn(depth, weight):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 40)).astype(np.float32)
+    y = np.digitize(X[:, 0] + 0.5 * X[:, 1] * X[:, 2], [-1, 0, 1]) * 2 + 3  # classes 3, 5, 7, 9
+    model = RandomForestClassifier(30, max_depth=depth, min_samples_split=5, class_weight=weight,
+                                   random_state=0, n_jobs=1).fit(X, y)
+    Xp = rng.normal(size=(20000, 40)).astype(np.float32)
+    # values exactly on thresholds are where rounding would show
+    Xp[:500, model.estimators_[0].tree_.feature[0]] = model.estimators_[0].tree_.threshold[0]
+    expected = model.predict_proba(Xp)
+    got = forest.FastForest(model, threads=2).predict_proba(Xp)
+    np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert (forest.FastForest(model).classes_ == model.classes_).all()
+
+
+def test_thresholds_are_the_largest_float32_not_above_scikit_learns():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(2000, 10)).astype(np.float32)
+    model = RandomForestClassifier(5, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
+    f = forest.compile_forest(model)
+    t64 = np.concatenate([e.tree_.threshold for e in model.estimators_])
+    internal = np.isfinite(f.threshold)
+    t32 = f.threshold[internal]
+    assert (t32.astype(np.float64) <= t64[internal]).all()
+    assert (np.nextafter(t32, np.float32(np.inf)).astype(np.float64) > t64[internal]).all()
+    assert (~internal).sum() == sum(e.tree_.n_leaves for e in model.estimators_)
