@@ -34,20 +34,31 @@ def _cached_model(folder: Path, engine: str = "sklearn", threads: int = 1) -> An
     return _models[key]
 
 
+def _encode(classes: np.ndarray, proba: np.ndarray, with_proba: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    best = proba.argmax(axis=1)
+    labels = classes[best].astype(np.uint8)
+    conf = np.rint(proba[np.arange(len(best)), best] * 100).astype(np.uint8)
+    return labels, conf, (np.rint(proba * 100).astype(np.uint8) if with_proba else None)
+
+
 def predict_pixels(model: Any, X: np.ndarray, with_proba: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Class codes (uint8), confidence (uint8, 0-100) and, if asked, per-class probabilities (uint8 %, (n, K))."""
     classes = np.asarray(model.classes_)
-    labels = np.empty(len(X), dtype=np.uint8)
-    conf = np.empty(len(X), dtype=np.uint8)
-    probas = np.empty((len(X), len(classes)), dtype=np.uint8) if with_proba else None
-    for s in range(0, len(X), _CHUNK):
-        proba = model.predict_proba(X[s:s + _CHUNK])
-        best = proba.argmax(axis=1)
-        labels[s:s + _CHUNK] = classes[best]
-        conf[s:s + _CHUNK] = np.rint(proba[np.arange(len(best)), best] * 100).astype(np.uint8)
-        if probas is not None:
-            probas[s:s + _CHUNK] = np.rint(proba * 100).astype(np.uint8)
+    parts = [_encode(classes, model.predict_proba(X[s:s + _CHUNK]), with_proba) for s in range(0, len(X), _CHUNK)]
+    labels = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.uint8)
+    conf = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.uint8)
+    probas = np.concatenate([p[2] for p in parts]) if parts and with_proba else None  # type: ignore[misc]
     return labels, conf, probas
+
+
+def predict_block(model: Any, values: np.ndarray, valid: np.ndarray, with_proba: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``predict_pixels`` for the valid pixels of a (F, h, w) block."""
+    if isinstance(model, forest.FastForest):
+        # the compiled forest reads the block as it is (no transposed copy); nodata pixels are dropped after
+        proba = model.predict_proba_features_major(values.reshape(values.shape[0], -1))[valid.ravel()]
+        return _encode(np.asarray(model.classes_), proba, with_proba)
+    return predict_pixels(model, values[:, valid].T, with_proba)
 
 
 def tile_paths(out_dir: Path, tile: Tile) -> tuple[Path, Path]:
@@ -68,7 +79,7 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
     conf = np.full((h, w), CONF_NODATA, dtype=np.uint8)
     proba = np.full((len(model.classes_), h, w), CONF_NODATA, dtype=np.uint8) if probabilities else None
     if valid.any():
-        lab, cf, pr = predict_pixels(model, block.values[:, valid].T, probabilities)
+        lab, cf, pr = predict_block(model, block.values, valid, probabilities)
         labels[valid], conf[valid] = lab, cf
         if proba is not None and pr is not None:
             proba[:, valid] = pr.T

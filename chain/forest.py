@@ -92,7 +92,8 @@ if numba is not None:
 
     @njit(parallel=True, cache=True, nogil=True)
     def _proba_sum(X, child, feature, threshold, value, roots, depth, out):  # type: ignore[no-untyped-def]
-        n = X.shape[0]
+        # X is feature-major (n_features, n): the layout the rasters come in, so no transposed copy
+        n = X.shape[1]
         K = value.shape[1]
         n_blocks = (n + BLOCK - 1) // BLOCK
         for b in prange(n_blocks):
@@ -104,23 +105,31 @@ if numba is not None:
                 for _ in range(depth[t]):
                     for j in range(e - s):
                         nd = cur[j]
-                        cur[j] = child[2 * nd + (X[s + j, feature[nd]] > threshold[nd])]
+                        cur[j] = child[2 * nd + (X[feature[nd], s + j] > threshold[nd])]
                 for j in range(e - s):
                     for k in range(K):
                         out[s + j, k] += value[cur[j], k]
 
 
-def predict_proba(forest: CompiledForest, X: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Class probabilities (n, K) for float32 features ``X`` of shape (n, n_features)."""
+def predict_proba_features_major(forest: CompiledForest, Xf: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Class probabilities (n, K) for float32 features ``Xf`` of shape (n_features, n).
+
+    NaN features (nodata pixels) are harmless: comparisons with NaN are false; mask such pixels after.
+    """
     if numba is None:  # pragma: no cover
         raise RuntimeError("numba is not installed")
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    out = np.zeros((X.shape[0], forest.value.shape[1]), dtype=np.float64)
+    X = np.ascontiguousarray(Xf, dtype=np.float32)
+    out = np.zeros((X.shape[1], forest.value.shape[1]), dtype=np.float64)
     if threads:
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     _proba_sum(X, forest.child, forest.feature, forest.threshold, forest.value, forest.roots, forest.depth, out)
     out /= forest.n_trees
     return out
+
+
+def predict_proba(forest: CompiledForest, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Class probabilities (n, K) for float32 features ``X`` of shape (n, n_features)."""
+    return predict_proba_features_major(forest, np.asarray(X, dtype=np.float32).T, threads)
 
 
 class FastForest:
@@ -133,3 +142,6 @@ class FastForest:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return predict_proba(self.forest, X, self.threads)
+
+    def predict_proba_features_major(self, Xf: np.ndarray) -> np.ndarray:
+        return predict_proba_features_major(self.forest, Xf, self.threads)

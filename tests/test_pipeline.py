@@ -129,3 +129,11 @@ def test_same_seed_same_map_and_several_runs(make_config, done_run):
     m = json.loads((final / "metrics.json").read_text())
     assert len(m["runs"]) == 2 and m["summary"]["oa"]["ci95"] > 0
     assert "+-" in (final / "RESULTS.txt").read_text()
+
+
+def test_compiled_and_scikit_learn_engines_give_the_same_map(make_config, done_run):
+    cfg = config.load(make_config("sk", classify={"engine": "sklearn"}))
+    run_pipeline(cfg)
+    ref_cfg, _ = done_run
+    for name in ("Classif_Seed_0.tif", "Confidence_Seed_0.tif"):
+        np.testing.assert_array_equal(_read(cfg.workdir / "final" / name), _read(ref_cfg.workdir / "final" / name))
