@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,8 @@ def class_names_of(map_path: Path) -> dict[int, str]:
     if csv_path.exists():
         with open(csv_path) as fh:
             return {int(r["code"]): r["name"] for r in csv.DictReader(fh)}
-    with rasterio.open(map_path) as src:
-        cats = []
-        aux = map_path.with_name(map_path.name + ".aux.xml")
-        if aux.exists():
-            import re
-
-            cats = re.findall(r"<Category>(.*?)</Category>", aux.read_text())
+    aux = map_path.with_name(map_path.name + ".aux.xml")
+    cats = re.findall(r"<Category>(.*?)</Category>", aux.read_text()) if aux.exists() else []
     return {i: n for i, n in enumerate(cats) if n}
 
 
