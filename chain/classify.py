@@ -69,8 +69,18 @@ def proba_path(out_dir: Path, tile: Tile) -> Path:
     return out_dir / f"{tile.id}_proba.tif"
 
 
+def validity_path(out_dir: Path, tile: Tile) -> Path:
+    return out_dir / f"{tile.id}_validity.tif"
+
+
 def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, out_dir: Path,
-                  probabilities: bool = False, engine: str = "compiled", threads: int = 1) -> str:
+                  probabilities: bool = False, engine: str = "compiled", threads: int = 1,
+                  validity: bool = False) -> str:
+    """Class and confidence tiles (+ probabilities, + the clear-observation count when ``validity``).
+
+    The validity count comes with the features at no extra read, so PixelsValidity is written here
+    (for one run) rather than by a separate pass over every band.
+    """
     model = _cached_model(model_dir, engine, threads)
     block = compute_features(cat, spec, tile.window)
     h, w = block.n_valid.shape
@@ -84,6 +94,8 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
         if proba is not None and pr is not None:
             proba[:, valid] = pr.T
     class_path, conf_path = tile_paths(out_dir, tile)
+    if validity:
+        write_tile(validity_path(out_dir, tile), block.n_valid, cat.grid, tile.window, None)
     if proba is not None:
         write_tile(proba_path(out_dir, tile), proba, cat.grid, tile.window, CONF_NODATA)
     write_tile(conf_path, conf, cat.grid, tile.window, CONF_NODATA)

@@ -137,13 +137,6 @@ def read_stack(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts, axis=0), np.stack(valid)
 
 
-def validity_count(cat: Catalog, window: Window) -> np.ndarray:
-    """PixelsValidity: clear dates of the time series, or valid stack files when there is no series."""
-    if cat.acquisitions:
-        return read_series(cat, window)[1].sum(axis=0).astype(np.uint16)
-    return read_stack(cat, window)[1].sum(axis=0).astype(np.uint16)
-
-
 def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:
     blocks: list[np.ndarray] = []
     n_valid = None

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from chain import models
-from chain.classify import classify_tile, proba_path, tile_paths
+from chain.classify import classify_tile, proba_path, tile_paths, validity_path
 from chain.runner import Context, Step, register
 from steps import common
 from steps.train import model_dir
@@ -20,6 +20,7 @@ def tiles_dir(ctx: Context, run: int) -> Path:
 class Classify(Step):
     name = "classify"
     requires = ("train", "features")
+    version = "2"
 
     def params(self, ctx: Context) -> dict[str, Any]:
         c = dict(ctx.cfg.section("classify"))
@@ -39,7 +40,12 @@ class Classify(Step):
             out = tiles_dir(ctx, run)
             out.mkdir(parents=True, exist_ok=True)
             proba = ctx.cfg.classify.probabilities
+            validity = run == 0  # PixelsValidity does not depend on the run: written once
+
+            def is_done(t, out=out, proba=proba, validity=validity):  # type: ignore[no-untyped-def]
+                extra = ([proba_path(out, t)] if proba else []) + ([validity_path(out, t)] if validity else [])
+                return all(p.exists() for p in [*tile_paths(out, t), *extra])
+
             map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, common.tiles(ctx), cat, spec, mdir, out, proba,
-                      ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker,
-                      is_done=lambda t: all(p.exists() for p in [*tile_paths(out, t), *([proba_path(out, t)] if proba else [])]),
+                      ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker, validity, is_done=is_done,
                       key=f"classify-{run}-{ctx.signatures[self.name][:12]}", desc=f"classify: run {run}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import json
 
-from chain.classify import CLASS_NODATA, CONF_NODATA, fuse_tile, proba_path, tile_paths
+from chain.classify import CLASS_NODATA, CONF_NODATA, fuse_tile, proba_path, tile_paths, validity_path
 from chain.mosaic import assemble, colormap_for
 from chain.atomic import write_text
 from chain.runner import Context, Step, register
@@ -19,9 +19,9 @@ from steps.classify import tiles_dir
 @register
 class Mosaic(Step):
     name = "mosaic"
-    requires = ("classify", "gapfill")
+    requires = ("classify",)
 
-    version = "2"
+    version = "3"
 
     def params(self, ctx: Context) -> dict[str, Any]:
         return {"mosaic": ctx.cfg.section("mosaic"), "fusion": ctx.cfg.section("fusion")}
@@ -56,8 +56,8 @@ class Mosaic(Step):
         if ctx.cfg.fusion.enabled and ctx.cfg.split.runs > 1:
             self._fuse(ctx, cmap, classes)
         write_text(ctx.final / "nomenclature.csv", nomenclature_csv(classes))
-        vdir = ctx.dir("gapfill") / "validity"
-        assemble(ctx.final / "PixelsValidity.tif", cat.grid, tiles, {t.id: vdir / f"{t.id}.tif" for t in tiles},
+        vdir = tiles_dir(ctx, 0)
+        assemble(ctx.final / "PixelsValidity.tif", cat.grid, tiles, {t.id: validity_path(vdir, t) for t in tiles},
                  "uint16", None, description="clear observations", cog=m.cog, compress=m.compress,
                  overview_resampling="average")
 
