@@ -163,6 +163,8 @@ def decide(step: Step, ctx: Context, forced: bool) -> Decision:
             if changed:
                 shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
                 return f"parameters changed ({shown}{', ...' if len(changed) > 4 else ''})"
+            if old.keys() != new.keys():
+                return f"configuration keys added or removed ({', '.join(sorted(old.keys() ^ new.keys())[:4])})"
             if rec.get("inputs") != inputs_hash:
                 return "input files changed"
             ups = [r for r in upstream if rec.get("upstream", {}).get(r) != upstream[r]]
