@@ -27,8 +27,9 @@ RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".vrt"}
 @dataclass(frozen=True)
 class Acquisition:
     date: dt.date
-    bands: dict[str, str]  # band name -> file path
-    mask: str
+    bands: dict[str, str]  # band name -> file path (or a GDAL /vsizip/ path)
+    mask: str  # the cloud mask: values outside Catalog.mask_valid_values are invalid
+    extra_masks: tuple[str, ...] = ()  # e.g. THEIA edge and saturation masks: any non-zero value is invalid
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class Catalog:
         return {
             "grid": self.grid.to_dict(),
             "bands": list(self.bands),
-            "acquisitions": [{"date": a.date.isoformat(), "bands": a.bands, "mask": a.mask} for a in self.acquisitions],
+            "acquisitions": [{"date": a.date.isoformat(), "bands": a.bands, "mask": a.mask, "extra_masks": list(a.extra_masks)}
+                             for a in self.acquisitions],
             "nodata": self.nodata,
             "scale": self.scale,
             "offset": self.offset,
@@ -79,7 +81,8 @@ class Catalog:
             grid=GridSpec.from_dict(d["grid"]),
             bands=tuple(d["bands"]),
             acquisitions=tuple(
-                Acquisition(dt.date.fromisoformat(a["date"]), dict(a["bands"]), a["mask"]) for a in d["acquisitions"]
+                Acquisition(dt.date.fromisoformat(a["date"]), dict(a["bands"]), a["mask"], tuple(a.get("extra_masks", ())))
+                for a in d["acquisitions"]
             ),
             nodata=d["nodata"],
             scale=d["scale"],
@@ -228,10 +231,15 @@ def build_catalog(cfg: Config) -> Catalog:
     acquisitions: list[Acquisition] = []
     first = None
     if s2 is not None:
-        acquisitions = discover_s2(s2)
+        if s2.format == "theia":
+            from chain.theia import discover_theia
+
+            acquisitions = discover_theia(s2)
+        else:
+            acquisitions = discover_s2(s2)
         headers = {}
         for acq in acquisitions:
-            for path in [*acq.bands.values(), acq.mask]:
+            for path in [*acq.bands.values(), acq.mask, *acq.extra_masks]:
                 headers[path] = _header(path)
         first = headers[acquisitions[0].bands[s2.bands[0]]]
     stack: list[StackFile] = []
@@ -242,7 +250,11 @@ def build_catalog(cfg: Config) -> Catalog:
         stack_nodata = stack_cfg.nodata if stack_cfg.nodata is not None else stack_first["nodata"]
     assert first is not None
     grid = define_grid(cfg, first)
-    nodata = (s2.nodata if s2.nodata is not None else first["nodata"]) if s2 is not None else None
+    nodata = None
+    if s2 is not None:
+        nodata = s2.nodata if s2.nodata is not None else first["nodata"]
+        if nodata is None and s2.format == "theia":
+            nodata = -10000  # THEIA's no-data reflectance, whether or not the files declare it
     return Catalog(
         grid=grid,
         bands=tuple(s2.bands) if s2 else (),
@@ -259,14 +271,23 @@ def build_catalog(cfg: Config) -> Catalog:
     )
 
 
+def real_file(path: str) -> str:
+    """The file on disk behind a GDAL path (the archive of a /vsizip/ path)."""
+    if path.startswith("/vsizip/"):
+        inner = path[len("/vsizip/"):]
+        cut = inner.lower().find(".zip")
+        return inner[: cut + 4] if cut >= 0 else inner
+    return path
+
+
 def fingerprint_files(paths: list[str]) -> list[tuple[str, int, int]]:
     """(path, size, mtime_ns) for each file: cheap, and enough to notice a replaced input."""
     out = []
-    for p in sorted(paths):
+    for p in sorted({real_file(p) for p in paths}):
         st = Path(p).stat()
         out.append((p, st.st_size, st.st_mtime_ns))
     return out
 
 
 def catalog_files(cat: Catalog) -> list[str]:
-    return [p for a in cat.acquisitions for p in [*a.bands.values(), a.mask]] + [f.path for f in cat.stack]
+    return [p for a in cat.acquisitions for p in [*a.bands.values(), a.mask, *a.extra_masks]] + [f.path for f in cat.stack]

@@ -39,9 +39,11 @@ class Section(BaseModel):
 
 
 class S2Input(Section):
-    """Sentinel-2-like series: one folder per date, single-band GeoTIFFs and a cloud mask."""
+    """Sentinel-2 series: one folder per date (single-band GeoTIFFs + a mask), or THEIA L2A products."""
 
     path: PathFromConfig
+    format: Literal["folders", "theia"] = "folders"
+    theia_reflectance: Literal["FRE", "SRE"] = "FRE"  # THEIA: flat (slope-corrected) or surface reflectance
     bands: list[str] = Field(default_factory=lambda: list(S2_BANDS), min_length=1)
     date_regex: str = r"(?P<date>\d{8})"
     mask_name: str = "MASK"
@@ -198,6 +200,7 @@ class DemoConfig(Section):
     n_fields: int = Field(250, ge=8)
     seed: int = 0
     year: int = 2021
+    layout: Literal["folders", "theia", "theia_zip"] = "folders"  # how the S2 series is written
 
 
 class Config(Section):

@@ -140,8 +140,39 @@ def _write(path: Path, arr: np.ndarray, transform: Affine, nodata: float | None,
                 dst.write_colormap(1, colormap)
 
 
-def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021) -> Path:
-    """Write the demo scene under ``out`` (see the module docstring); returns ``out``."""
+def _write_theia(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: np.ndarray, nodata: np.ndarray,
+                 t10: Affine, t20: Affine, zipped: bool) -> None:
+    """One THEIA L2A product: FRE bands, MASKS/ CLM (bit field), EDG, SAT at R1 (10 m) and R2 (20 m)."""
+    name = f"SENTINEL2{'AB'[date.toordinal() % 2]}_{date:%Y%m%d}-065412-457_L2A_T40KCB_C_V2-2"
+    folder = s2 / name
+    for band, arr in bands.items():
+        _write(folder / f"{name}_FRE_{band}.tif", arr, t20 if band in BANDS_20M else t10, NODATA)
+    # CLM bits: 0 = clouds or shadows, 1 = clouds, 2 = shadows of detected clouds
+    clm = np.where(mask == 1, 0b011, np.where(mask == 2, 0b101, 0)).astype(np.uint8)
+    edg = nodata.astype(np.uint8)
+    h, w = mask.shape
+    half = lambda a: a.reshape(h // 2, 2, w // 2, 2).max(axis=(1, 3))  # noqa: E731
+    for kind, r1 in (("CLM", clm), ("EDG", edg), ("SAT", np.zeros_like(clm))):
+        _write(folder / "MASKS" / f"{name}_{kind}_R1.tif", r1, t10, None)
+        _write(folder / "MASKS" / f"{name}_{kind}_R2.tif", half(r1), t20, None)
+    if zipped:
+        import shutil
+        import zipfile
+
+        with atomic_path(s2 / f"{name}.zip") as tmp:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+                for f in sorted(folder.rglob("*")):
+                    z.write(f, f"{name}/{f.relative_to(folder)}")
+        shutil.rmtree(folder)
+
+
+def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
+             layout: str = "folders") -> Path:
+    """Write the demo scene under ``out`` (see the module docstring); returns ``out``.
+
+    ``layout``: "folders" (one folder per date), "theia" (THEIA L2A product folders) or "theia_zip"
+    (the same products as .zip archives). The values are the same whatever the layout.
+    """
     rng = np.random.default_rng(seed)
     size = size_px + size_px % 2  # even, so the 20 m bands tile the 10 m grid exactly
     fields, ids = make_fields(rng, size, n_fields)
@@ -182,17 +213,21 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
         if rng.random() < 0.15:  # edge of the satellite swath: no data on one side
             yy, xx = np.mgrid[0:size, 0:size]
             dn[xx + 0.4 * yy > rng.uniform(0.6, 1.1) * size] = NODATA
-        folder = s2 / f"{date:%Y%m%d}"
+        bands = {}
         for b, band in enumerate(S2_BANDS):
             arr = dn[..., b]
             if band in BANDS_20M:
                 blocks = arr.reshape(size // 2, 2, size // 2, 2)
                 nod = (blocks == NODATA).any(axis=(1, 3))
                 arr = np.where(nod, NODATA, np.rint(blocks.mean(axis=(1, 3), dtype=np.float32))).astype(np.int16)
-                _write(folder / f"DEMO_{date:%Y%m%d}_{band}.tif", arr, t20, NODATA)
-            else:
-                _write(folder / f"DEMO_{date:%Y%m%d}_{band}.tif", arr, t10, NODATA)
-        _write(folder / f"DEMO_{date:%Y%m%d}_MASK.tif", mask, t10, None)
+            bands[band] = arr
+        if layout == "folders":
+            folder = s2 / f"{date:%Y%m%d}"
+            for band, arr in bands.items():
+                _write(folder / f"DEMO_{date:%Y%m%d}_{band}.tif", arr, t20 if band in BANDS_20M else t10, NODATA)
+            _write(folder / f"DEMO_{date:%Y%m%d}_MASK.tif", mask, t10, None)
+        else:
+            _write_theia(s2, date, bands, mask, dn[..., 0] == NODATA, t10, t20, zipped=layout == "theia_zip")
 
     truth = code[ids].astype(np.uint8)
     cmap = {0: (0, 0, 0, 0), **{c: (*v[1], 255) for c, v in CLASSES.items()}}
@@ -207,7 +242,8 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     return out
 
 
-def ensure(s2_path: Path, reference_path: Path, size_px: int, n_dates: int, n_fields: int, seed: int, year: int) -> bool:
+def ensure(s2_path: Path, reference_path: Path, size_px: int, n_dates: int, n_fields: int, seed: int, year: int,
+           layout: str = "folders") -> bool:
     """Generate the demo scene when its inputs are missing; True when it was generated."""
     if s2_path.is_dir() and any(s2_path.iterdir()) and reference_path.exists():
         return False
@@ -217,5 +253,5 @@ def ensure(s2_path: Path, reference_path: Path, size_px: int, n_dates: int, n_fi
 
         raise ConfigError("demo: inputs.s2.path must be '<folder>/s2' and inputs.reference.path '<folder>/reference.gpkg' for the demo generator")
     log.info("generating the demo scene (%d px, %d dates) in %s", size_px, n_dates, out)
-    generate(out, size_px, n_dates, n_fields, seed, year)
+    generate(out, size_px, n_dates, n_fields, seed, year, layout)
     return True

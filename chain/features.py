@@ -98,6 +98,8 @@ def read_series(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
     for t, acq in enumerate(cat.acquisitions):
         mask = read_on_grid(acq.mask, cat.grid, window, Resampling.nearest, nodata=255)
         valid[t] &= np.isin(mask, cat.mask_valid_values)
+        for extra in acq.extra_masks:
+            valid[t] &= read_on_grid(extra, cat.grid, window, Resampling.nearest, nodata=255) == 0
         for b, band in enumerate(cat.bands):
             arr = read_on_grid(acq.bands[band], cat.grid, window, resampling, nodata=cat.nodata)
             if values is None:
