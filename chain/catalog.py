@@ -30,6 +30,7 @@ class Acquisition:
     bands: dict[str, str]  # band name -> file path (or a GDAL /vsizip/ path)
     mask: str  # the cloud mask: values outside Catalog.mask_valid_values are invalid
     extra_masks: tuple[str, ...] = ()  # e.g. THEIA edge and saturation masks: any non-zero value is invalid
+    offsets: dict[str, float] = field(default_factory=dict)  # per-band reflectance offset of this product (Sen2Cor)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ class Catalog:
         return {
             "grid": self.grid.to_dict(),
             "bands": list(self.bands),
-            "acquisitions": [{"date": a.date.isoformat(), "bands": a.bands, "mask": a.mask, "extra_masks": list(a.extra_masks)}
-                             for a in self.acquisitions],
+            "acquisitions": [{"date": a.date.isoformat(), "bands": a.bands, "mask": a.mask, "extra_masks": list(a.extra_masks),
+                              "offsets": a.offsets} for a in self.acquisitions],
             "nodata": self.nodata,
             "scale": self.scale,
             "offset": self.offset,
@@ -81,7 +82,8 @@ class Catalog:
             grid=GridSpec.from_dict(d["grid"]),
             bands=tuple(d["bands"]),
             acquisitions=tuple(
-                Acquisition(dt.date.fromisoformat(a["date"]), dict(a["bands"]), a["mask"], tuple(a.get("extra_masks", ())))
+                Acquisition(dt.date.fromisoformat(a["date"]), dict(a["bands"]), a["mask"], tuple(a.get("extra_masks", ())),
+                            dict(a.get("offsets", {})))
                 for a in d["acquisitions"]
             ),
             nodata=d["nodata"],
@@ -187,6 +189,16 @@ def define_grid(cfg: Config, first_band: dict[str, Any]) -> GridSpec:
     return GridSpec.from_bounds(crs, bounds, res)
 
 
+def _mask_valid_values(s2: S2Input | None) -> tuple[int, ...]:
+    if s2 is None:
+        return (0,)
+    if s2.format == "sen2cor":
+        from chain.sen2cor import scl_valid_values
+
+        return scl_valid_values(s2.sen2cor_snow_invalid)
+    return tuple(s2.mask_valid_values)
+
+
 def discover_stack(cfg: StackInput) -> tuple[list[StackFile], dict[str, Any]]:
     """The stack's files and the feature name of each band; returns (files, header of the first)."""
     paths = cfg.path if isinstance(cfg.path, list) else [cfg.path]
@@ -235,6 +247,10 @@ def build_catalog(cfg: Config) -> Catalog:
             from chain.theia import discover_theia
 
             acquisitions = discover_theia(s2)
+        elif s2.format == "sen2cor":
+            from chain.sen2cor import discover_sen2cor
+
+            acquisitions = discover_sen2cor(s2)
         else:
             acquisitions = discover_s2(s2)
         headers = {}
@@ -255,6 +271,8 @@ def build_catalog(cfg: Config) -> Catalog:
         nodata = s2.nodata if s2.nodata is not None else first["nodata"]
         if nodata is None and s2.format == "theia":
             nodata = -10000  # THEIA's no-data reflectance, whether or not the files declare it
+        if s2.format == "sen2cor" and s2.nodata is None:
+            nodata = 0  # Sen2Cor: DN 0 is no data
     return Catalog(
         grid=grid,
         bands=tuple(s2.bands) if s2 else (),
@@ -263,7 +281,7 @@ def build_catalog(cfg: Config) -> Catalog:
         scale=s2.scale if s2 else 1.0,
         offset=s2.offset if s2 else 0.0,
         saturation=s2.saturation if s2 else None,
-        mask_valid_values=tuple(s2.mask_valid_values) if s2 else (0,),
+        mask_valid_values=_mask_valid_values(s2),
         resampling=s2.resampling if s2 else "nearest",
         stack=tuple(stack),
         stack_nodata=stack_nodata,

@@ -42,8 +42,9 @@ class S2Input(Section):
     """Sentinel-2 series: one folder per date (single-band GeoTIFFs + a mask), or THEIA L2A products."""
 
     path: PathFromConfig
-    format: Literal["folders", "theia"] = "folders"
+    format: Literal["folders", "theia", "sen2cor"] = "folders"
     theia_reflectance: Literal["FRE", "SRE"] = "FRE"  # THEIA: flat (slope-corrected) or surface reflectance
+    sen2cor_snow_invalid: bool = False  # Sen2Cor: treat SCL class 11 (snow) as invalid
     bands: list[str] = Field(default_factory=lambda: list(S2_BANDS), min_length=1)
     date_regex: str = r"(?P<date>\d{8})"
     mask_name: str = "MASK"
@@ -200,7 +201,7 @@ class DemoConfig(Section):
     n_fields: int = Field(250, ge=8)
     seed: int = 0
     year: int = 2021
-    layout: Literal["folders", "theia", "theia_zip"] = "folders"  # how the S2 series is written
+    layout: Literal["folders", "theia", "theia_zip", "sen2cor", "sen2cor_zip"] = "folders"  # how the S2 series is written
 
 
 class Config(Section):

@@ -166,6 +166,75 @@ def _write_theia(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: np
         shutil.rmtree(folder)
 
 
+MTD = """<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
+  <n1:General_Info>
+    <Product_Info><PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE></Product_Info>
+    <Product_Image_Characteristics>
+      <QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit="none">10000</BOA_QUANTIFICATION_VALUE></QUANTIFICATION_VALUES_LIST>
+{offsets}
+    </Product_Image_Characteristics>
+  </n1:General_Info>
+</n1:Level-2A_User_Product>
+"""
+
+
+def _write_jp2(path: Path, arr: np.ndarray, transform: Affine) -> None:
+    from rasterio.io import MemoryFile
+    from rasterio.shutil import copy as rio_copy
+
+    profile = {"driver": "GTiff", "dtype": arr.dtype.name, "count": 1, "width": arr.shape[1], "height": arr.shape[0],
+               "crs": CRS.from_epsg(CRS_EPSG), "transform": transform}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with MemoryFile() as mem:
+        with mem.open(**profile) as ds:
+            ds.write(arr, 1)
+        with mem.open() as ds:
+            with atomic_path(path) as tmp:
+                rio_copy(ds, tmp, driver="JP2OpenJPEG", QUALITY="100", REVERSIBLE="YES")
+
+
+def _write_sen2cor(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: np.ndarray, nodata: np.ndarray,
+                   t10: Affine, t20: Affine, zipped: bool) -> None:
+    """One Sen2Cor L2A .SAFE: JP2 bands at 10/20 m, SCL at 20 m, MTD_MSIL2A.xml with the BOA offsets.
+
+    Every other date uses processing baseline 04.00 (DN = reflectance x 10000 + 1000), the others
+    02.14 (no offset), so both conventions are exercised.
+    """
+    new = date.toordinal() % 2 == 0
+    baseline = "0400" if new else "0214"
+    stamp = f"{date:%Y%m%d}T063509"
+    name = f"S2{'AB'[date.toordinal() % 2]}_MSIL2A_{stamp}_N{baseline}_R134_T40KCB_{date:%Y%m%d}T084512"
+    safe = s2 / f"{name}.SAFE"
+    img = safe / "GRANULE" / f"L2A_T40KCB_A029000_{stamp}" / "IMG_DATA"
+    for band, arr in bands.items():
+        dn = np.where(arr == NODATA, 0, arr.astype(np.int32) + (1000 if new else 0)).astype(np.uint16)
+        res = "20m" if band in BANDS_20M else "10m"
+        fname = band if band.endswith("A") else f"B{int(band[1:]):02d}"
+        _write_jp2(img / f"R{res}" / f"T40KCB_{stamp}_{fname}_{res}.jp2", dn, t20 if res == "20m" else t10)
+    h, w = mask.shape
+    blocks = lambda a: a.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))  # noqa: E731
+    scl = np.full((h // 2, w // 2), 4, np.uint8)  # 4 = vegetation: usable
+    scl[blocks(mask == 2)] = 3  # cloud shadow
+    scl[blocks(mask == 1)] = 9  # cloud, high probability
+    scl[blocks(nodata)] = 0  # no data
+    _write_jp2(img / "R20m" / f"T40KCB_{stamp}_SCL_20m.jp2", scl, t20)
+    offsets = ""
+    if new:
+        offsets = ("      <BOA_ADD_OFFSET_VALUES_LIST>" + "".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13))
+                   + "</BOA_ADD_OFFSET_VALUES_LIST>")
+    (safe / "MTD_MSIL2A.xml").write_text(MTD.format(baseline=f"{baseline[:2]}.{baseline[2:]}", offsets=offsets))
+    if zipped:
+        import shutil
+        import zipfile
+
+        with atomic_path(s2 / f"{name}.zip") as tmp:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+                for f in sorted(safe.rglob("*")):
+                    z.write(f, f"{name}.SAFE/{f.relative_to(safe)}")
+        shutil.rmtree(safe)
+
+
 def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
              layout: str = "folders") -> Path:
     """Write the demo scene under ``out`` (see the module docstring); returns ``out``.
@@ -226,8 +295,10 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
             for band, arr in bands.items():
                 _write(folder / f"DEMO_{date:%Y%m%d}_{band}.tif", arr, t20 if band in BANDS_20M else t10, NODATA)
             _write(folder / f"DEMO_{date:%Y%m%d}_MASK.tif", mask, t10, None)
-        else:
+        elif layout.startswith("theia"):
             _write_theia(s2, date, bands, mask, dn[..., 0] == NODATA, t10, t20, zipped=layout == "theia_zip")
+        else:
+            _write_sen2cor(s2, date, bands, mask, dn[..., 0] == NODATA, t10, t20, zipped=layout == "sen2cor_zip")
 
     truth = code[ids].astype(np.uint8)
     cmap = {0: (0, 0, 0, 0), **{c: (*v[1], 255) for c, v in CLASSES.items()}}

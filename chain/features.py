@@ -161,8 +161,14 @@ def _series_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
     T, B, h, w = raw.shape
     in_days = gapfill.to_days(cat.dates)
     out_days = gapfill.to_days(list(spec.dates))
-    filled = gapfill.linear(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
-    filled = filled * np.float32(cat.scale) + np.float32(cat.offset)  # (T_out, B, N) reflectance
+    if any(a.offsets for a in cat.acquisitions):
+        # offsets differ between products (Sen2Cor baselines): reflectance first, then gap-filling
+        off = np.array([[a.offsets.get(b, cat.offset) for b in cat.bands] for a in cat.acquisitions], np.float32)
+        refl = raw.astype(np.float32) * np.float32(cat.scale) + off[:, :, None, None]
+        filled = gapfill.linear(refl.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
+    else:
+        filled = gapfill.linear(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
+        filled = filled * np.float32(cat.scale) + np.float32(cat.offset)  # (T_out, B, N) reflectance
     bands = {name: filled[:, i, :] for i, name in enumerate(cat.bands)}
     blocks = [filled.transpose(1, 0, 2)]  # (B, T_out, N): band-major, as in FeatureSpec.names
     for name in spec.indices:

@@ -71,3 +71,49 @@ def test_broken_theia_products_give_clear_errors(theia_scenes, tmp_path):
         f.rename(f.with_name(f.name.replace(other.name, twin.name)))
     with pytest.raises(InputError, match="two THEIA products for"):
         build_catalog(cfg)
+
+
+@pytest.fixture(scope="module")
+def sen2cor_scene(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("sen2cor") / "s", **TINY, layout="sen2cor_zip")
+
+
+def test_sen2cor_offsets_and_scl_are_applied(sen2cor_scene, tiny_scene, tmp_path):
+    from chain.features import read_series
+
+    plain = _config(tiny_scene, tmp_path / "plain", None)
+    s2c = _config(sen2cor_scene, tmp_path / "s2c", "sen2cor")
+    cp, cs = build_catalog(plain), build_catalog(s2c)
+    assert cp.dates == cs.dates and cp.grid == cs.grid and cs.nodata == 0
+    offsets = [a.offsets["B4"] for a in cs.acquisitions]
+    assert set(np.round(offsets, 6)) == {0.0, -0.1}  # both processing baselines are present
+    w = Window(0, 0, 64, 64)
+    raw_p, valid_p = read_series(cp, w)
+    raw_s, valid_s = read_series(cs, w)
+    assert not (valid_s & ~valid_p).any()  # SCL at 20 m masks at least what the 10 m mask does
+    assert valid_s.sum() > 0.8 * valid_p.sum()
+    off = np.array([[a.offsets[b] for b in cs.bands] for a in cs.acquisitions])[:, :, None, None]
+    refl_s = raw_s * 1e-4 + off
+    refl_p = raw_p * 1e-4
+    both = np.broadcast_to((valid_s & valid_p)[:, None], refl_s.shape)
+    np.testing.assert_allclose(refl_s[both], refl_p[both], atol=1e-6)
+
+
+def test_chain_runs_on_zipped_sen2cor_products(sen2cor_scene, tmp_path):
+    cfg = _config(sen2cor_scene, tmp_path / "run", "sen2cor")
+    run_pipeline(cfg)
+    with rasterio.open(cfg.workdir / "final" / "Classif_Seed_0.tif") as src:
+        assert (src.read(1) > 0).mean() > 0.9
+
+
+def test_sen2cor_product_without_metadata_is_refused(sen2cor_scene, tmp_path):
+    import zipfile
+
+    cfg = _config(sen2cor_scene, tmp_path / "nomtd", "sen2cor")
+    z = sorted(cfg.inputs.s2.path.glob("*.zip"))[0]
+    keep = [(i, zipfile.ZipFile(z).read(i)) for i in zipfile.ZipFile(z).infolist() if not i.filename.endswith("MTD_MSIL2A.xml")]
+    with zipfile.ZipFile(z, "w") as out:
+        for info, data in keep:
+            out.writestr(info, data)
+    with pytest.raises(InputMissingError, match="no MTD_MSIL2A.xml"):
+        build_catalog(cfg)
