@@ -57,7 +57,8 @@ class Catalog:
 
     @property
     def dates(self) -> list[dt.date]:
-        return [a.date for a in self.acquisitions]
+        """Acquisition dates, each once (several products on a date are merged when read)."""
+        return sorted({a.date for a in self.acquisitions})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +168,22 @@ def _header(path: str) -> dict[str, Any]:
         raise InputError(f"raster {path!r} cannot be opened by GDAL ({exc}); the file may be corrupt or truncated") from None
 
 
+def _union_extent(first: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first band's header, widened to cover every product (several tiles, even in other UTM zones)."""
+    from rasterio.coords import BoundingBox
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = first["bounds"]
+    for h in others:
+        b = h["bounds"] if h["crs"] == first["crs"] else transform_bounds(h["crs"], first["crs"], *h["bounds"])
+        left, bottom, right, top = min(left, b[0]), min(bottom, b[1]), max(right, b[2]), max(top, b[3])
+    if (left, bottom, right, top) == tuple(first["bounds"]):
+        return first
+    res = abs(first["transform"].a)
+    spec = GridSpec.from_bounds(first["crs"], (left, bottom, right, top), res)
+    return {**first, "bounds": BoundingBox(*spec.bounds), "transform": spec.affine, "width": spec.width, "height": spec.height}
+
+
 def define_grid(cfg: Config, first_band: dict[str, Any]) -> GridSpec:
     """The reference grid: the first 10 m-class band's grid, unless the config sets crs/resolution/bounds."""
     g = cfg.grid
@@ -265,6 +282,8 @@ def build_catalog(cfg: Config) -> Catalog:
         first = first or stack_first
         stack_nodata = stack_cfg.nodata if stack_cfg.nodata is not None else stack_first["nodata"]
     assert first is not None
+    if s2 is not None:
+        first = _union_extent(first, [headers[a.bands[s2.bands[0]]] for a in acquisitions])
     grid = define_grid(cfg, first)
     nodata = None
     if s2 is not None:

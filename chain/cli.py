@@ -110,7 +110,7 @@ def validate(config: Path, overrides: tuple[str, ...], verbose: int) -> None:
         click.echo(f"config OK: {config}")
         click.echo(f"  grid: {g.width} x {g.height} px of {g.res[0]:g} m, {g.crs.to_string()}")
         if cat.acquisitions:
-            click.echo(f"  series: {len(cat.acquisitions)} dates {cat.dates[0]} .. {cat.dates[-1]}, bands {' '.join(cat.bands)}")
+            click.echo(f"  series: {len(cat.dates)} dates ({len(cat.acquisitions)} products) {cat.dates[0]} .. {cat.dates[-1]}, bands {' '.join(cat.bands)}")
         if cat.stack:
             click.echo(f"  feature stack: {len(cat.stack)} file(s), {sum(len(f.names) for f in cat.stack)} band(s)")
         click.echo(f"  reference: {len(polys)} polygons, {polys['code'].nunique()} classes")

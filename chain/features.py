@@ -88,29 +88,67 @@ def feature_spec(cfg: Config, cat: Catalog) -> FeatureSpec:
     return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)), stack)
 
 
-def read_series(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Raw values (T, B, h, w) as stored and validity (T, h, w) over ``window`` of the grid."""
+def _read_product(cat: Catalog, acq: Any, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """One product's bands (B, h, w) as stored and its validity (h, w) over ``window`` of the grid.
+
+    Pixels the product does not cover read as nodata / mask 255: invalid, like clouds.
+    """
     h, w = int(window.height), int(window.width)
-    T, B = len(cat.acquisitions), len(cat.bands)
-    values = None
-    valid = np.ones((T, h, w), dtype=bool)
+    valid = np.isin(read_on_grid(acq.mask, cat.grid, window, Resampling.nearest, nodata=255), cat.mask_valid_values)
+    for extra in acq.extra_masks:
+        valid &= read_on_grid(extra, cat.grid, window, Resampling.nearest, nodata=255) == 0
     resampling = Resampling[cat.resampling]
-    for t, acq in enumerate(cat.acquisitions):
-        mask = read_on_grid(acq.mask, cat.grid, window, Resampling.nearest, nodata=255)
-        valid[t] &= np.isin(mask, cat.mask_valid_values)
-        for extra in acq.extra_masks:
-            valid[t] &= read_on_grid(extra, cat.grid, window, Resampling.nearest, nodata=255) == 0
-        for b, band in enumerate(cat.bands):
-            arr = read_on_grid(acq.bands[band], cat.grid, window, resampling, nodata=cat.nodata)
-            if values is None:
-                values = np.empty((T, B, h, w), dtype=arr.dtype)
-            values[t, b] = arr
-            if cat.nodata is not None:
-                valid[t] &= arr != cat.nodata
-            if cat.saturation is not None:
-                valid[t] &= arr < cat.saturation
-            if arr.dtype.kind == "f":
-                valid[t] &= np.isfinite(arr)
+    values = None
+    for b, band in enumerate(cat.bands):
+        arr = read_on_grid(acq.bands[band], cat.grid, window, resampling, nodata=cat.nodata)
+        if values is None:
+            values = np.empty((len(cat.bands), h, w), dtype=arr.dtype)
+        values[b] = arr
+        if cat.nodata is not None:
+            valid &= arr != cat.nodata
+        if cat.saturation is not None:
+            valid &= arr < cat.saturation
+        if arr.dtype.kind == "f":
+            valid &= np.isfinite(arr)
+    assert values is not None
+    return values, valid
+
+
+def per_product_reflectance(cat: Catalog) -> bool:
+    """True when products carry their own offsets (Sen2Cor baselines): convert before merging/gap-filling."""
+    return any(a.offsets for a in cat.acquisitions)
+
+
+def read_series(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Values (T, B, h, w) and validity (T, h, w) over ``window``, one entry per date.
+
+    Several products on one date (neighbouring tiles, two orbits) are merged: each pixel takes the
+    first product, in catalogue order, that is valid there. Values are raw as stored, or float32
+    reflectance when products have their own offsets (see ``per_product_reflectance``).
+    """
+    h, w = int(window.height), int(window.width)
+    dates = cat.dates
+    index = {d: i for i, d in enumerate(dates)}
+    to_refl = per_product_reflectance(cat)
+    values: np.ndarray | None = None
+    valid = np.zeros((len(dates), h, w), dtype=bool)
+    seen = np.zeros(len(dates), dtype=bool)
+    for acq in cat.acquisitions:
+        t = index[acq.date]
+        v, ok = _read_product(cat, acq, window)
+        if to_refl:
+            off = np.array([acq.offsets.get(b, cat.offset) for b in cat.bands], np.float32)[:, None, None]
+            v = v.astype(np.float32) * np.float32(cat.scale) + off
+        if values is None:
+            values = np.empty((len(dates), len(cat.bands), h, w), dtype=v.dtype)
+        if not seen[t]:
+            values[t] = v
+            valid[t] = ok
+            seen[t] = True
+        else:
+            take = ok & ~valid[t]
+            values[t][:, take] = v[:, take]
+            valid[t] |= ok
     assert values is not None
     return values, valid
 
@@ -161,11 +199,9 @@ def _series_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
     T, B, h, w = raw.shape
     in_days = gapfill.to_days(cat.dates)
     out_days = gapfill.to_days(list(spec.dates))
-    if any(a.offsets for a in cat.acquisitions):
-        # offsets differ between products (Sen2Cor baselines): reflectance first, then gap-filling
-        off = np.array([[a.offsets.get(b, cat.offset) for b in cat.bands] for a in cat.acquisitions], np.float32)
-        refl = raw.astype(np.float32) * np.float32(cat.scale) + off[:, :, None, None]
-        filled = gapfill.linear(refl.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
+    if per_product_reflectance(cat):
+        # already reflectance (offsets differ between products): gap-fill it as it is
+        filled = gapfill.linear(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
     else:
         filled = gapfill.linear(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
         filled = filled * np.float32(cat.scale) + np.float32(cat.offset)  # (T_out, B, N) reflectance

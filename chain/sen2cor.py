@@ -78,7 +78,7 @@ def discover_sen2cor(cfg: S2Input) -> list[Acquisition]:
     root = cfg.path
     if not root.is_dir():
         raise InputMissingError(f"inputs.s2.path: folder {str(root)!r} does not exist (expected Sen2Cor .SAFE products or .zip)")
-    found: dict[dt.date, tuple[str, Acquisition]] = {}
+    found: dict[tuple[dt.date, str], Acquisition] = {}
     for entry in sorted(root.iterdir()):
         name = entry.name
         for suffix in (".zip", ".SAFE"):
@@ -110,11 +110,8 @@ def discover_sen2cor(cfg: S2Input) -> list[Acquisition]:
         if abs(quant - 1 / cfg.scale) > 1e-6:
             raise InputError(f"{entry}: BOA_QUANTIFICATION_VALUE {quant:g} differs from 1/inputs.s2.scale ({1 / cfg.scale:g}); set inputs.s2.scale: {1 / quant:g}")
         acq = Acquisition(date, bands, f"{prefix}/{scl[0]}", (), {b: offsets.get(b, 0.0) for b in cfg.bands})
-        if date in found:
-            raise InputError(f"two Sen2Cor products for {date}: {found[date][0]!r} and {entry.name!r}; products of several "
-                             "tiles or orbits on one date are not merged yet: keep one per date")
-        found[date] = (entry.name, acq)
+        found[(date, entry.name)] = acq  # several products on a date (tiles, orbits) are merged when read
     if not found:
         raise InputMissingError(f"inputs.s2.path: no Sen2Cor L2A product in {str(root)!r} (names like "
                                 "S2A_MSIL2A_20210105T063509_N0400_R134_T40KCB_20210105T084512.SAFE, or .zip)")
-    return [found[d][1] for d in sorted(found)]
+    return [found[k] for k in sorted(found)]

@@ -41,7 +41,7 @@ def discover_theia(cfg: S2Input) -> list[Acquisition]:
     root = cfg.path
     if not root.is_dir():
         raise InputMissingError(f"inputs.s2.path: folder {str(root)!r} does not exist (expected THEIA L2A products, folders or .zip)")
-    found: dict[dt.date, tuple[str, Acquisition]] = {}
+    found: dict[tuple[dt.date, str], Acquisition] = {}
     for entry in sorted(root.iterdir()):
         name = entry.name[:-4] if entry.suffix.lower() == ".zip" else entry.name
         m = PRODUCT.match(name)
@@ -59,15 +59,10 @@ def discover_theia(cfg: S2Input) -> list[Acquisition]:
             )
         acq = Acquisition(date, {b: f"{prefix}/{f}" for b, f in wanted.items()}, f"{prefix}/{masks['CLM_R1']}",
                           tuple(f"{prefix}/{masks[k]}" for k in ("EDG_R1", "SAT_R1", "SAT_R2")))
-        if date in found:
-            raise InputError(
-                f"two THEIA products for {date}: {found[date][0]!r} and {entry.name!r}; products of several tiles or "
-                "orbits on one date are not merged yet: keep one per date"
-            )
-        found[date] = (entry.name, acq)
+        found[(date, entry.name)] = acq  # several products on a date (tiles, orbits) are merged when read
     if not found:
         raise InputMissingError(
             f"inputs.s2.path: no THEIA L2A product in {str(root)!r} (names like "
             "SENTINEL2A_20210105-071856-461_L2A_T40KCB_C_V2-2, as folders or .zip)"
         )
-    return [found[d][1] for d in sorted(found)]
+    return [found[k] for k in sorted(found)]

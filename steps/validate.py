@@ -91,7 +91,7 @@ def report_context(ctx: Context) -> dict[str, Any]:
         "summary": {
             "config": str(cfg.source or ""),
             "work folder": str(ctx.workdir),
-            "time series": (f"{len(cat.acquisitions)} dates, {cat.dates[0]} .. {cat.dates[-1]} ({cfg.inputs.s2.path})"
+            "time series": (f"{len(cat.dates)} dates ({len(cat.acquisitions)} products), {cat.dates[0]} .. {cat.dates[-1]} ({cfg.inputs.s2.path})"
                             if cfg.inputs.s2 else "none"),
             "bands": " ".join(cat.bands) or "-",
             "feature stack": (f"{len(cat.stack)} file(s), {sum(len(f.names) for f in cat.stack)} band(s)" if cat.stack else "none"),
