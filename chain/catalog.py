@@ -206,6 +206,28 @@ def define_grid(cfg: Config, first_band: dict[str, Any]) -> GridSpec:
     return GridSpec.from_bounds(crs, bounds, res)
 
 
+def _within_range(cfg: Config, acquisitions: list[Acquisition]) -> list[Acquisition]:
+    """Drop (with a warning) products far outside gapfill.start/end: one interval beyond is kept for interpolation."""
+    import datetime as _dt
+    import logging
+
+    g = cfg.gapfill
+    lo = g.start - _dt.timedelta(days=g.interval_days) if g.start else None
+    hi = g.end + _dt.timedelta(days=g.interval_days) if g.end else None
+    kept = [a for a in acquisitions if (lo is None or a.date >= lo) and (hi is None or a.date <= hi)]
+    skipped = sorted({a.date for a in acquisitions} - {a.date for a in kept})
+    if not kept:
+        raise ConfigError(
+            f"no acquisition between gapfill.start ({g.start}) and gapfill.end ({g.end}): the products span "
+            f"{acquisitions[0].date} .. {acquisitions[-1].date}; set the dates inside that range or leave them out"
+        )
+    if skipped:
+        logging.getLogger(__name__).warning(
+            "%d acquisition date(s) outside gapfill.start/end (%s .. %s, +- %d days) skipped: %s",
+            len(skipped), g.start, g.end, g.interval_days, ", ".join(map(str, skipped[:8])) + (" ..." if len(skipped) > 8 else ""))
+    return kept
+
+
 def _mask_valid_values(s2: S2Input | None) -> tuple[int, ...]:
     if s2 is None:
         return (0,)
@@ -270,6 +292,7 @@ def build_catalog(cfg: Config) -> Catalog:
             acquisitions = discover_sen2cor(s2)
         else:
             acquisitions = discover_s2(s2)
+        acquisitions = _within_range(cfg, acquisitions)
         headers = {}
         for acq in acquisitions:
             for path in [*acq.bands.values(), acq.mask, *acq.extra_masks]:

@@ -103,7 +103,7 @@ class GapfillConfig(Section):
     start: dt.date | None = None
     end: dt.date | None = None
     interval_days: int = Field(10, ge=1, le=366)
-    method: Literal["linear"] = "linear"
+    method: Literal["linear", "spline"] = "linear"  # spline: OTB's rule (linear < 3 dates, natural cubic 3-4, Akima > 4)
 
     @model_validator(mode="after")
     def _order(self) -> "GapfillConfig":
@@ -127,6 +127,7 @@ class SplitConfig(Section):
 class SampleConfig(Section):
     max_pixels_per_class: int | None = Field(None, ge=1)
     max_pixels_per_polygon: int | None = Field(None, ge=1)
+    min_clear_dates: int = Field(1, ge=1)  # pixels observed clear on fewer dates are not used for training
 
 
 class RFModel(Section):

@@ -43,6 +43,7 @@ class FeatureSpec:
     indices: tuple[str, ...]
     dates: tuple[dt.date, ...]
     stack: tuple[str, ...] = ()  # names of the bands of the feature-stack input, appended as they are
+    method: str = "linear"  # gap-filling method
 
     @property
     def names(self) -> list[str]:
@@ -50,13 +51,13 @@ class FeatureSpec:
         return [f"{f}_{d:%Y%m%d}" for f in per for d in self.dates] + list(self.stack)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bands": list(self.bands), "indices": list(self.indices),
+        return {"bands": list(self.bands), "indices": list(self.indices), "method": self.method,
                 "dates": [d.isoformat() for d in self.dates], "stack": list(self.stack), "names": self.names}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
         return cls(tuple(d["bands"]), tuple(d["indices"]), tuple(dt.date.fromisoformat(x) for x in d["dates"]),
-                   tuple(d.get("stack", ())))
+                   tuple(d.get("stack", ())), d.get("method", "linear"))
 
 
 def output_dates(cfg: Config, cat: Catalog) -> list[dt.date]:
@@ -85,7 +86,7 @@ def feature_spec(cfg: Config, cat: Catalog) -> FeatureSpec:
         missing = [b for b in (needed or ()) if b not in cat.bands]
         if missing:
             raise ConfigError(f"features.indices: {name!r} needs band(s) {missing}, which inputs.s2.bands {list(cat.bands)} lacks")
-    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)), stack)
+    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)), stack, cfg.gapfill.method)
 
 
 def _read_product(cat: Catalog, acq: Any, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -199,11 +200,12 @@ def _series_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
     T, B, h, w = raw.shape
     in_days = gapfill.to_days(cat.dates)
     out_days = gapfill.to_days(list(spec.dates))
+    fill = gapfill.spline if spec.method == "spline" else gapfill.linear
     if per_product_reflectance(cat):
         # already reflectance (offsets differ between products): gap-fill it as it is
-        filled = gapfill.linear(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
+        filled = fill(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
     else:
-        filled = gapfill.linear(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
+        filled = fill(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
         filled = filled * np.float32(cat.scale) + np.float32(cat.offset)  # (T_out, B, N) reflectance
     bands = {name: filled[:, i, :] for i, name in enumerate(cat.bands)}
     blocks = [filled.transpose(1, 0, 2)]  # (B, T_out, N): band-major, as in FeatureSpec.names

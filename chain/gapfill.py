@@ -65,3 +65,36 @@ def linear(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days:
     out = vp + w[:, None, :] * (vn - vp)
     out[:, :, ~valid.any(axis=0)] = np.nan
     return out[:, 0, :] if squeeze else out
+
+
+def spline(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days: np.ndarray) -> np.ndarray:
+    """OTB's ``spline`` gap-filling rule, per pixel on its own valid dates.
+
+    Fewer than 3 valid dates: linear; 3 or 4: natural cubic spline; more than 4: Akima spline.
+    Outside a pixel's first and last valid dates the edge values are replicated (never extrapolated).
+    Pixels are grouped by their pattern of valid dates, and each group is interpolated at once
+    (scipy along the date axis), so the Python loop runs over patterns, never over pixels.
+    """
+    from scipy.interpolate import Akima1DInterpolator, CubicSpline
+
+    squeeze = values.ndim == 2
+    if squeeze:
+        values = values[:, None, :]
+    out = linear(values, valid, in_days, out_days)  # right for < 3 valid dates, and NaN for none
+    T, B, N = values.shape
+    counts = valid.sum(axis=0)
+    todo = np.flatnonzero(counts >= 3)
+    if len(todo):
+        keys = np.packbits(valid[:, todo], axis=0).T.copy()  # (n, bytes): one key per validity pattern
+        _, group = np.unique(keys.view(np.dtype((np.void, keys.shape[1]))).ravel(), return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        bounds = np.flatnonzero(np.diff(group[order])) + 1
+        out_days_f = np.asarray(out_days, dtype=np.float64)
+        for members in np.split(order, bounds):
+            px = todo[members]
+            dates = np.flatnonzero(valid[:, px[0]])
+            x = np.asarray(in_days, dtype=np.float64)[dates]
+            y = values[dates][:, :, px].astype(np.float64)  # (m, B, n)
+            f = CubicSpline(x, y, axis=0, bc_type="natural") if len(dates) <= 4 else Akima1DInterpolator(x, y, axis=0)
+            out[:, :, px] = f(np.clip(out_days_f, x[0], x[-1])).astype(np.float32)
+    return out[:, 0, :] if squeeze else out

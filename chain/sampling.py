@@ -62,8 +62,8 @@ class Samples:
 
 
 def extract_tile(cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, tile: Tile,
-                 max_pixels_per_polygon: int | None, seed: int) -> Samples:
-    """Samples of the reference pixels in ``tile`` (pixels never observed clear are left out)."""
+                 max_pixels_per_polygon: int | None, seed: int, min_clear_dates: int = 1) -> Samples:
+    """Samples of the reference pixels in ``tile`` seen clear on at least ``min_clear_dates`` dates."""
     inside = polygons_in_tile(polys, cat.grid, tile)
     if inside.empty:
         return Samples.concat([], len(spec.names))
@@ -71,7 +71,7 @@ def extract_tile(cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, tile:
     if not ids.any():
         return Samples.concat([], len(spec.names))
     block = compute_features(cat, spec, tile.window)
-    keep = (ids > 0) & block.valid
+    keep = (ids > 0) & block.valid & (block.n_valid >= min_clear_dates)
     rr, cc = np.nonzero(keep)
     pid = ids[rr, cc] - 1
     if max_pixels_per_polygon is not None:

@@ -22,8 +22,8 @@ def _save(path: Path, samples: Samples) -> None:
             np.savez(fh, **samples.to_npz())
 
 
-def sample_tile(tile, cat, spec, polys, cap, seed, out_dir: Path) -> str:  # type: ignore[no-untyped-def]
-    _save(out_dir / f"{tile.id}.npz", extract_tile(cat, spec, polys, tile, cap, seed))
+def sample_tile(tile, cat, spec, polys, cap, seed, min_clear, out_dir: Path) -> str:  # type: ignore[no-untyped-def]
+    _save(out_dir / f"{tile.id}.npz", extract_tile(cat, spec, polys, tile, cap, seed, min_clear))
     return tile.id
 
 
@@ -53,7 +53,7 @@ class Sample(Step):
         client = ctx.client()
         polys_f = client.scatter(polys, broadcast=True)
         map_tiles(client, ctx.cfg.cluster, sample_tile, tiles, cat, spec, polys_f, ctx.cfg.sample.max_pixels_per_polygon,
-                  ctx.cfg.seed, out, is_done=lambda t: (out / f"{t.id}.npz").exists(),
+                  ctx.cfg.seed, ctx.cfg.sample.min_clear_dates, out, is_done=lambda t: (out / f"{t.id}.npz").exists(),
                   key=f"sample-{ctx.signatures[self.name][:12]}", desc="sample: tiles")
         parts = [Samples.from_npz(np.load(out / f"{t.id}.npz")) for t in tiles]
         samples = Samples.concat(parts, len(spec.names))

@@ -59,3 +59,30 @@ def test_clouds_and_nodata_are_invalid(cat_spec):
         assert not valid[t][cloudy].any()
         assert not valid[t][(raw[t] == -10000).any(axis=0)].any()
     assert valid.mean() > 0.3
+
+
+def test_dates_outside_the_range_are_skipped_with_a_warning(make_config, caplog):
+    cfg = config.load(make_config())
+    all_dates = build_catalog(cfg).dates
+    start = all_dates[3]
+    cfg = config.load(make_config("range", gapfill={"start": str(start), "interval_days": 1}))
+    with caplog.at_level("WARNING"):
+        cat = build_catalog(cfg)
+    assert cat.dates[0] >= all_dates[2] and len(cat.dates) < len(all_dates)
+    assert "outside gapfill.start/end" in caplog.text
+
+
+def test_samples_need_enough_clear_dates(make_config):
+    from chain.sampling import extract_tile
+    from chain.grid import make_tiles
+    from chain.vector import read_reference
+
+    cfg = config.load(make_config())
+    cat = build_catalog(cfg)
+    spec = feature_spec(cfg, cat)
+    polys = read_reference(cfg.inputs.reference, cat.grid)
+    tile = make_tiles(cat.grid, 64)[0]
+    loose = extract_tile(cat, spec, polys, tile, None, 0, 1)
+    strict = extract_tile(cat, spec, polys, tile, None, 0, 7)
+    assert len(strict.code) < len(loose.code)
+    assert strict.n_valid.min() >= 7 and loose.n_valid.min() >= 1

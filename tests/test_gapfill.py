@@ -65,3 +65,31 @@ def test_rejects_unsorted_dates_and_bad_mask_shape():
 def test_date_grid_is_regular_and_inclusive():
     g = date_grid(dt.date(2021, 1, 1), dt.date(2021, 1, 31), 10)
     assert g == [dt.date(2021, 1, 1), dt.date(2021, 1, 11), dt.date(2021, 1, 21), dt.date(2021, 1, 31)]
+
+
+def test_spline_follows_the_otb_rule_per_pixel():
+    from scipy.interpolate import Akima1DInterpolator, CubicSpline
+
+    from chain.gapfill import spline
+
+    rng = np.random.default_rng(3)
+    T, N = 12, 400
+    days = np.cumsum(rng.integers(3, 25, T))
+    values = rng.normal(size=(T, N)).astype(np.float32)
+    valid = rng.random((T, N)) > rng.uniform(0.2, 0.9, N)  # from 0 to all dates valid
+    out_days = np.arange(days[0] - 20, days[-1] + 20, 5)
+    out = spline(values, valid, days, out_days)
+    for n in range(N):
+        v = valid[:, n]
+        x, y = days[v].astype(float), values[v, n].astype(float)
+        if len(x) == 0:
+            assert np.isnan(out[:, n]).all()
+            continue
+        if len(x) < 3:
+            expected = np.interp(out_days, x, y)
+        else:
+            f = CubicSpline(x, y, bc_type="natural") if len(x) <= 4 else Akima1DInterpolator(x, y)
+            expected = f(np.clip(out_days, x[0], x[-1]))  # edges replicated, never extrapolated
+        np.testing.assert_allclose(out[:, n], expected, rtol=1e-5, atol=1e-5)
+    # through a valid observation, every method returns it
+    assert np.allclose(spline(values, np.ones_like(valid), days, days), values, atol=1e-5)

@@ -137,3 +137,15 @@ def test_compiled_and_scikit_learn_engines_give_the_same_map(make_config, done_r
     ref_cfg, _ = done_run
     for name in ("Classif_Seed_0.tif", "Confidence_Seed_0.tif"):
         np.testing.assert_array_equal(_read(cfg.workdir / "final" / name), _read(ref_cfg.workdir / "final" / name))
+
+
+def test_spline_gap_filling_runs_end_to_end(make_config, done_run):
+    cfg = config.load(make_config("spline", gapfill={"method": "spline"}))
+    run_pipeline(cfg)
+    ref_cfg, _ = done_run
+    a = _read(cfg.workdir / "final" / "Classif_Seed_0.tif")
+    assert (a > 0).mean() > 0.9
+    spec = json.loads((cfg.workdir / "features" / "features.json").read_text())
+    assert spec["method"] == "spline"
+    m = json.loads((cfg.workdir / "final" / "metrics.json").read_text())
+    assert m["summary"]["oa"]["mean"] > 0.7
