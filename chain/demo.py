@@ -140,6 +140,18 @@ def _write(path: Path, arr: np.ndarray, transform: Affine, nodata: float | None,
                 dst.write_colormap(1, colormap)
 
 
+def _zip_product(folder: Path, archive: Path) -> None:
+    """Replace a product folder by a zip holding it (as products are delivered)."""
+    import shutil
+    import zipfile
+
+    with atomic_path(archive) as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            for f in sorted(folder.rglob("*")):
+                z.write(f, f"{folder.name}/{f.relative_to(folder)}")
+    shutil.rmtree(folder)
+
+
 def _write_theia(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: np.ndarray, nodata: np.ndarray,
                  t10: Affine, t20: Affine, zipped: bool) -> None:
     """One THEIA L2A product: FRE bands, MASKS/ CLM (bit field), EDG, SAT at R1 (10 m) and R2 (20 m)."""
@@ -156,14 +168,7 @@ def _write_theia(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: np
         _write(folder / "MASKS" / f"{name}_{kind}_R1.tif", r1, t10, None)
         _write(folder / "MASKS" / f"{name}_{kind}_R2.tif", half(r1), t20, None)
     if zipped:
-        import shutil
-        import zipfile
-
-        with atomic_path(s2 / f"{name}.zip") as tmp:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-                for f in sorted(folder.rglob("*")):
-                    z.write(f, f"{name}/{f.relative_to(folder)}")
-        shutil.rmtree(folder)
+        _zip_product(folder, s2 / f"{name}.zip")
 
 
 MTD = """<?xml version="1.0" encoding="UTF-8"?>
@@ -225,14 +230,7 @@ def _write_sen2cor(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: 
                    + "</BOA_ADD_OFFSET_VALUES_LIST>")
     (safe / "MTD_MSIL2A.xml").write_text(MTD.format(baseline=f"{baseline[:2]}.{baseline[2:]}", offsets=offsets))
     if zipped:
-        import shutil
-        import zipfile
-
-        with atomic_path(s2 / f"{name}.zip") as tmp:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-                for f in sorted(safe.rglob("*")):
-                    z.write(f, f"{name}.SAFE/{f.relative_to(safe)}")
-        shutil.rmtree(safe)
+        _zip_product(safe, s2 / f"{name}.zip")
 
 
 def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
