@@ -53,6 +53,8 @@ class Catalog:
     stack: tuple[StackFile, ...] = ()
     stack_nodata: float | None = None
     stack_resampling: str = "nearest"
+    s1: tuple[Any, ...] = ()  # chain.sentinel1.S1File
+    s1_params: dict[str, Any] = field(default_factory=dict)  # polarisations, interval_days, db, nodata, resampling
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,6 +77,8 @@ class Catalog:
             "stack": [{"path": f.path, "names": list(f.names)} for f in self.stack],
             "stack_nodata": self.stack_nodata,
             "stack_resampling": self.stack_resampling,
+            "s1": _s1_dicts(self.s1),
+            "s1_params": self.s1_params,
         }
 
     @classmethod
@@ -96,7 +100,21 @@ class Catalog:
             stack=tuple(StackFile(f["path"], tuple(f["names"])) for f in d.get("stack", [])),
             stack_nodata=d.get("stack_nodata"),
             stack_resampling=d.get("stack_resampling", "nearest"),
+            s1=_s1_files(d.get("s1", [])),
+            s1_params=d.get("s1_params", {}),
         )
+
+
+def _s1_dicts(files: tuple[Any, ...]) -> list[dict[str, Any]]:
+    from chain.sentinel1 import to_dicts
+
+    return to_dicts(list(files))
+
+
+def _s1_files(items: list[dict[str, Any]]) -> tuple[Any, ...]:
+    from chain.sentinel1 import from_dicts
+
+    return tuple(from_dicts(items))
 
 
 def _stem_matches(stem: str, name: str) -> bool:
@@ -304,6 +322,14 @@ def build_catalog(cfg: Config) -> Catalog:
         stack, stack_first = discover_stack(stack_cfg)
         first = first or stack_first
         stack_nodata = stack_cfg.nodata if stack_cfg.nodata is not None else stack_first["nodata"]
+    s1_files: list[Any] = []
+    s1_cfg = cfg.inputs.s1
+    if s1_cfg is not None:
+        from chain.sentinel1 import discover_s1
+
+        s1_files = discover_s1(s1_cfg)
+        s1_headers = [_header(f.path) for f in s1_files]
+        first = first or s1_headers[0]
     assert first is not None
     if s2 is not None:
         first = _union_extent(first, [headers[a.bands[s2.bands[0]]] for a in acquisitions])
@@ -328,6 +354,9 @@ def build_catalog(cfg: Config) -> Catalog:
         stack=tuple(stack),
         stack_nodata=stack_nodata,
         stack_resampling=stack_cfg.resampling if stack_cfg else "nearest",
+        s1=tuple(s1_files),
+        s1_params=({"polarisations": list(s1_cfg.polarisations), "interval_days": s1_cfg.interval_days, "db": s1_cfg.db,
+                    "nodata": s1_cfg.nodata, "resampling": s1_cfg.resampling} if s1_cfg else {}),
     )
 
 
@@ -350,4 +379,5 @@ def fingerprint_files(paths: list[str]) -> list[tuple[str, int, int]]:
 
 
 def catalog_files(cat: Catalog) -> list[str]:
-    return [p for a in cat.acquisitions for p in [*a.bands.values(), a.mask, *a.extra_masks]] + [f.path for f in cat.stack]
+    return ([p for a in cat.acquisitions for p in [*a.bands.values(), a.mask, *a.extra_masks]]
+            + [f.path for f in cat.stack] + [f.path for f in cat.s1])

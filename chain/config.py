@@ -72,15 +72,32 @@ class StackInput(Section):
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
 
 
+class S1Input(Section):
+    """Calibrated, orthorectified Sentinel-1 backscatter: one GeoTIFF per date and polarisation (linear sigma0).
+
+    File names need the date (YYYYMMDD) and the polarisation (vv/vh) between separators, and may give
+    the orbit direction (ASC/DES), as S1Tiling's ``s1a_33NWB_vv_DES_007_20200108t054435.tif`` do.
+    """
+
+    path: PathFromConfig
+    polarisations: list[Literal["vv", "vh"]] = Field(default_factory=lambda: ["vv", "vh"], min_length=1)
+    orbits: Literal["separate", "merged"] = "separate"  # ascending and descending as separate series, or one
+    db: bool = True  # convert linear sigma0 to decibels
+    nodata: float | None = None  # default: the files' nodata; values <= 0 are invalid anyway
+    interval_days: int = Field(12, ge=1, le=366)  # S1's own regular date grid (linear interpolation)
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+
+
 class Inputs(Section):
     s2: S2Input | None = None
+    s1: S1Input | None = None
     stack: StackInput | None = None
     reference: ReferenceInput
 
     @model_validator(mode="after")
     def _some_imagery(self) -> "Inputs":
-        if self.s2 is None and self.stack is None:
-            raise ValueError("give at least one image input: 's2' (a time series) or 'stack' (a feature stack)")
+        if self.s2 is None and self.stack is None and self.s1 is None:
+            raise ValueError("give at least one image input: 's2' (a time series), 's1' or 'stack' (a feature stack)")
         return self
 
 
@@ -203,6 +220,7 @@ class DemoConfig(Section):
     seed: int = 0
     year: int = 2021
     layout: Literal["folders", "theia", "theia_zip", "sen2cor", "sen2cor_zip"] = "folders"  # how the S2 series is written
+    s1: bool = False  # also write a Sentinel-1-like VV/VH series in <folder>/s1
 
 
 class Config(Section):

@@ -140,6 +140,26 @@ def _write(path: Path, arr: np.ndarray, transform: Affine, nodata: float | None,
                 dst.write_colormap(1, colormap)
 
 
+def _write_s1(folder: Path, rng: np.random.Generator, code: np.ndarray, ids: np.ndarray, phase: np.ndarray,
+              vigour: np.ndarray, n_dates: int, year: int, t10: Affine) -> None:
+    """A Sentinel-1-like VV/VH series (linear sigma0, 4-look speckle), S1Tiling file names, ASC and DES."""
+    field_db = rng.normal(0, 0.5, len(code)).astype(np.float32)
+    slots = np.arange(3, 366, 6)
+    days = np.sort(rng.choice(slots, size=min(n_dates, len(slots)), replace=False))
+    for k, doy in enumerate(days):
+        date = dt.date(year, 1, 1) + dt.timedelta(days=int(doy) - 1)
+        direction, orbit, hour = ("ASC", "151", "143512") if k % 2 else ("DES", "078", "023456")
+        f = cover(code, int(doy), phase, vigour)
+        db = {
+            "vv": np.select([code == 3, code == 5, code == 6], [-7.5, -3.0, -21.0], -13 + 5 * f),
+            "vh": np.select([code == 3, code == 5, code == 6], [-12.5, -10.0, -27.0], -22 + 9 * f),
+        }
+        for pol, per_field in db.items():
+            linear = 10 ** ((per_field + field_db)[ids] / 10)
+            speckled = (linear * rng.gamma(4.0, 0.25, ids.shape)).astype(np.float32)
+            _write(folder / f"s1{'ab'[k % 2]}_40KCB_{pol}_{direction}_{orbit}_{date:%Y%m%d}t{hour}.tif", speckled, t10, 0.0)
+
+
 def _zip_product(folder: Path, archive: Path) -> None:
     """Replace a product folder by a zip holding it (as products are delivered)."""
     import shutil
@@ -234,7 +254,7 @@ def _write_sen2cor(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: 
 
 
 def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
-             layout: str = "folders") -> Path:
+             layout: str = "folders", s1: bool = False) -> Path:
     """Write the demo scene under ``out`` (see the module docstring); returns ``out``.
 
     ``layout``: "folders" (one folder per date), "theia" (THEIA L2A product folders) or "theia_zip"
@@ -298,6 +318,9 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
         else:
             _write_sen2cor(s2, date, bands, mask, dn[..., 0] == NODATA, t10, t20, zipped=layout == "sen2cor_zip")
 
+    if s1:
+        _write_s1(out / "s1", np.random.default_rng([seed, 1]), code, ids, phase, vigour, n_dates, year, t10)
+
     truth = code[ids].astype(np.uint8)
     cmap = {0: (0, 0, 0, 0), **{c: (*v[1], 255) for c, v in CLASSES.items()}}
     _write(out / "truth.tif", truth, t10, 0, cmap)
@@ -312,7 +335,7 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
 
 
 def ensure(s2_path: Path, reference_path: Path, size_px: int, n_dates: int, n_fields: int, seed: int, year: int,
-           layout: str = "folders") -> bool:
+           layout: str = "folders", s1: bool = False) -> bool:
     """Generate the demo scene when its inputs are missing; True when it was generated."""
     if s2_path.is_dir() and any(s2_path.iterdir()) and reference_path.exists():
         return False
@@ -322,5 +345,5 @@ def ensure(s2_path: Path, reference_path: Path, size_px: int, n_dates: int, n_fi
 
         raise ConfigError("demo: inputs.s2.path must be '<folder>/s2' and inputs.reference.path '<folder>/reference.gpkg' for the demo generator")
     log.info("generating the demo scene (%d px, %d dates) in %s", size_px, n_dates, out)
-    generate(out, size_px, n_dates, n_fields, seed, year, layout)
+    generate(out, size_px, n_dates, n_fields, seed, year, layout, s1)
     return True

@@ -44,20 +44,22 @@ class FeatureSpec:
     dates: tuple[dt.date, ...]
     stack: tuple[str, ...] = ()  # names of the bands of the feature-stack input, appended as they are
     method: str = "linear"  # gap-filling method
+    s1: tuple[str, ...] = ()  # names of the Sentinel-1 features (chain.sentinel1.feature_names)
 
     @property
     def names(self) -> list[str]:
         per = [*self.bands, *(i.upper() for i in self.indices)]
-        return [f"{f}_{d:%Y%m%d}" for f in per for d in self.dates] + list(self.stack)
+        return [f"{f}_{d:%Y%m%d}" for f in per for d in self.dates] + list(self.s1) + list(self.stack)
 
     def to_dict(self) -> dict[str, Any]:
         return {"bands": list(self.bands), "indices": list(self.indices), "method": self.method,
-                "dates": [d.isoformat() for d in self.dates], "stack": list(self.stack), "names": self.names}
+                "dates": [d.isoformat() for d in self.dates], "s1": list(self.s1), "stack": list(self.stack),
+                "names": self.names}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
         return cls(tuple(d["bands"]), tuple(d["indices"]), tuple(dt.date.fromisoformat(x) for x in d["dates"]),
-                   tuple(d.get("stack", ())), d.get("method", "linear"))
+                   tuple(d.get("stack", ())), d.get("method", "linear"), tuple(d.get("s1", ())))
 
 
 def output_dates(cfg: Config, cat: Catalog) -> list[dt.date]:
@@ -79,14 +81,19 @@ def output_dates(cfg: Config, cat: Catalog) -> list[dt.date]:
 
 def feature_spec(cfg: Config, cat: Catalog) -> FeatureSpec:
     stack = tuple(n for f in cat.stack for n in f.names)
+    s1 = ()
+    if cat.s1:
+        from chain import sentinel1
+
+        s1 = tuple(sentinel1.feature_names(list(cat.s1), cat.s1_params["polarisations"], cat.s1_params["interval_days"]))
     if not cat.acquisitions:
-        return FeatureSpec((), (), (), stack)
+        return FeatureSpec((), (), (), stack, cfg.gapfill.method, s1)
     for name in cfg.features.indices:
         needed, _ = INDICES[name]
         missing = [b for b in (needed or ()) if b not in cat.bands]
         if missing:
             raise ConfigError(f"features.indices: {name!r} needs band(s) {missing}, which inputs.s2.bands {list(cat.bands)} lacks")
-    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)), stack, cfg.gapfill.method)
+    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)), stack, cfg.gapfill.method, s1)
 
 
 def _read_product(cat: Catalog, acq: Any, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +192,14 @@ def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
         series = _series_features(cat, spec, window)
         blocks.append(series.values)
         n_valid = series.n_valid
+    if cat.s1:
+        from chain import sentinel1
+
+        p = cat.s1_params
+        values, nv = sentinel1.compute(list(cat.s1), p["polarisations"], p["interval_days"], p["db"], p["nodata"],
+                                       p["resampling"], cat.grid, window)
+        blocks.append(values)
+        n_valid = nv if n_valid is None else n_valid
     if cat.stack:
         values, ok = read_stack(cat, window)
         everywhere = ok.all(axis=0)
