@@ -71,7 +71,8 @@ def extract_tile(cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, tile:
     if not ids.any():
         return Samples.concat([], len(spec.names))
     block = compute_features(cat, spec, tile.window)
-    keep = (ids > 0) & block.valid & (block.n_valid >= min_clear_dates)
+    # a pixel with any missing feature (e.g. never seen by S1) is not mapped either: leave it out
+    keep = (ids > 0) & block.valid & (block.n_valid >= min_clear_dates) & np.isfinite(block.values).all(axis=0)
     rr, cc = np.nonzero(keep)
     pid = ids[rr, cc] - 1
     if max_pixels_per_polygon is not None:
