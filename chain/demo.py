@@ -334,16 +334,19 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     return out
 
 
-def ensure(s2_path: Path, reference_path: Path, size_px: int, n_dates: int, n_fields: int, seed: int, year: int,
+def ensure(reference_path: Path, size_px: int, n_dates: int, n_fields: int, seed: int, year: int,
            layout: str = "folders", s1: bool = False) -> bool:
-    """Generate the demo scene when its inputs are missing; True when it was generated."""
-    if s2_path.is_dir() and any(s2_path.iterdir()) and reference_path.exists():
-        return False
-    out = s2_path.parent
-    if s2_path != out / "s2" or reference_path != out / "reference.gpkg":
+    """Generate the demo scene beside ``reference_path`` (``<folder>/reference.gpkg``, with ``<folder>/s2``
+    and, if ``s1``, ``<folder>/s1``) when it is missing; True when it was generated."""
+    out = reference_path.parent
+    if reference_path.name != "reference.gpkg":
         from chain.errors import ConfigError
 
-        raise ConfigError("demo: inputs.s2.path must be '<folder>/s2' and inputs.reference.path '<folder>/reference.gpkg' for the demo generator")
+        raise ConfigError("demo: inputs.reference.path must be '<folder>/reference.gpkg', with the image inputs in "
+                          "'<folder>/s2' and '<folder>/s1', for the demo generator")
+    wanted = [out / "s2"] + ([out / "s1"] if s1 else [])
+    if reference_path.exists() and all(p.is_dir() and any(p.iterdir()) for p in wanted):
+        return False
     log.info("generating the demo scene (%d px, %d dates) in %s", size_px, n_dates, out)
     generate(out, size_px, n_dates, n_fields, seed, year, layout, s1)
     return True

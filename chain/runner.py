@@ -226,11 +226,11 @@ class WorkdirLock:
 def prepare(ctx: Context, upto: int | None = None) -> None:
     """Generate the demo scene when the config asks for it, then run every step's checks."""
     cfg = ctx.cfg
-    if cfg.demo is not None and cfg.inputs.s2 is not None:
+    if cfg.demo is not None:
         from chain.demo import ensure
 
         d = cfg.demo
-        ensure(cfg.inputs.s2.path, cfg.inputs.reference.path, d.size_px, d.n_dates, d.n_fields, d.seed, d.year, d.layout, d.s1)
+        ensure(cfg.inputs.reference.path, d.size_px, d.n_dates, d.n_fields, d.seed, d.year, d.layout, d.s1)
     names = step_names()
     for name in names[: (upto + 1) if upto is not None else None]:
         REGISTRY[name]().check(ctx)

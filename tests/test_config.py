@@ -54,7 +54,7 @@ def test_set_overrides_any_key(tmp_path):
 
 def test_example_and_demo_configs_are_valid():
     root = Path(__file__).resolve().parents[1] / "configs"
-    for name in ("example.yaml", "demo.yaml", "demo_theia.yaml", "demo_sen2cor.yaml"):
+    for name in ("example.yaml", "demo.yaml", "demo_theia.yaml", "demo_sen2cor.yaml", "demo_s1.yaml"):
         config.load(root / name)
 
 
