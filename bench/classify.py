@@ -28,24 +28,29 @@ from chain.demo import generate
 from chain.runner import run_pipeline
 
 
-def vrt_mosaic(src: Path, dst: Path, k: int) -> None:
-    """A VRT repeating ``src`` k x k times (shifted copies side by side)."""
+def vrt_mosaic(src: Path, dst: Path, k: int = 1, side: int | None = None) -> Path:
+    """A VRT of ``src`` repeated k x k times side by side, or (``side``) its upper-left side x side crop.
+
+    Every band is kept, so the same helper serves single-band series files and multi-band stacks.
+    """
     with rasterio.open(src) as ds:
-        w, h, t = ds.width, ds.height, ds.transform
-        dtype = {"int16": "Int16", "uint8": "Byte", "uint16": "UInt16"}[ds.dtypes[0]]
+        w, h, t, n = ds.width, ds.height, ds.transform, ds.count
+        dtype = {"int16": "Int16", "uint8": "Byte", "uint16": "UInt16", "float32": "Float32"}[ds.dtypes[0]]
         nodata = ds.nodata
         wkt = ds.crs.to_wkt()
-    sources = "".join(
-        f"<SimpleSource><SourceFilename relativeToVRT=\"0\">{src}</SourceFilename><SourceBand>1</SourceBand>"
-        f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{w}\" ySize=\"{h}\"/><DstRect xOff=\"{j * w}\" yOff=\"{i * h}\" xSize=\"{w}\" ySize=\"{h}\"/></SimpleSource>"
-        for i in range(k) for j in range(k)
-    )
+    sw, sh = (side, side) if side else (w, h)  # source rectangle copied each time
+    places = [(0, 0)] if side else [(j * w, i * h) for i in range(k) for j in range(k)]
     nd = f"<NoDataValue>{nodata:g}</NoDataValue>" if nodata is not None else ""
-    dst.write_text(
-        f"<VRTDataset rasterXSize=\"{w * k}\" rasterYSize=\"{h * k}\"><SRS>{wkt}</SRS>"
-        f"<GeoTransform>{t.c}, {t.a}, 0, {t.f}, 0, {t.e}</GeoTransform>"
-        f"<VRTRasterBand dataType=\"{dtype}\" band=\"1\">{nd}{sources}</VRTRasterBand></VRTDataset>"
-    )
+    bands = "".join(
+        f"<VRTRasterBand dataType=\"{dtype}\" band=\"{b}\">{nd}" + "".join(
+            f"<SimpleSource><SourceFilename relativeToVRT=\"0\">{src}</SourceFilename><SourceBand>{b}</SourceBand>"
+            f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{sw}\" ySize=\"{sh}\"/>"
+            f"<DstRect xOff=\"{x}\" yOff=\"{y}\" xSize=\"{sw}\" ySize=\"{sh}\"/></SimpleSource>" for x, y in places)
+        + "</VRTRasterBand>" for b in range(1, n + 1))
+    width, height = (side, side) if side else (w * k, h * k)
+    dst.write_text(f"<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\"><SRS>{wkt}</SRS>"
+                   f"<GeoTransform>{t.c}, {t.a}, 0, {t.f}, 0, {t.e}</GeoTransform>{bands}</VRTDataset>")
+    return dst
 
 
 def scene_of(base: Path, out: Path, k: int) -> Path:

@@ -231,10 +231,9 @@ def main() -> None:
             if side == args.size:
                 src_stack = stack
             elif side < args.size:
-                src_stack = _crop_vrt(stack, root / f"stack_{side}.vrt", side)
+                src_stack = vrt_mosaic(stack, root / f"stack_{side}.vrt", side=side)
             else:
-                src_stack = root / f"stack_{side}.vrt"
-                _mosaic_vrt(stack, src_stack, side // args.size)
+                src_stack = vrt_mosaic(stack, root / f"stack_{side}.vrt", side // args.size)
             c = config.load(chain_config(root, src_stack, polys, f"mem_{side}", 2, 1))
             run_pipeline(c, to_step="train")
             with PeakRSS() as rss:
@@ -247,32 +246,6 @@ def main() -> None:
         results["memory"] = mem
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
-
-
-def _crop_vrt(src: Path, dst: Path, side: int) -> Path:
-    with rasterio.open(src) as ds:
-        t = ds.transform
-        bands = "".join(
-            f"<VRTRasterBand dataType=\"Float32\" band=\"{b}\"><SimpleSource><SourceFilename relativeToVRT=\"0\">{src}</SourceFilename>"
-            f"<SourceBand>{b}</SourceBand><SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{side}\" ySize=\"{side}\"/>"
-            f"<DstRect xOff=\"0\" yOff=\"0\" xSize=\"{side}\" ySize=\"{side}\"/></SimpleSource></VRTRasterBand>"
-            for b in range(1, ds.count + 1))
-        dst.write_text(f"<VRTDataset rasterXSize=\"{side}\" rasterYSize=\"{side}\"><SRS>{ds.crs.to_wkt()}</SRS>"
-                       f"<GeoTransform>{t.c}, {t.a}, 0, {t.f}, 0, {t.e}</GeoTransform>{bands}</VRTDataset>")
-    return dst
-
-
-def _mosaic_vrt(src: Path, dst: Path, k: int) -> None:
-    with rasterio.open(src) as ds:
-        t, w, h = ds.transform, ds.width, ds.height
-        bands = "".join(
-            f"<VRTRasterBand dataType=\"Float32\" band=\"{b}\">" + "".join(
-                f"<SimpleSource><SourceFilename relativeToVRT=\"0\">{src}</SourceFilename><SourceBand>{b}</SourceBand>"
-                f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{w}\" ySize=\"{h}\"/><DstRect xOff=\"{j * w}\" yOff=\"{i * h}\" xSize=\"{w}\" ySize=\"{h}\"/></SimpleSource>"
-                for i in range(k) for j in range(k)) + "</VRTRasterBand>"
-            for b in range(1, ds.count + 1))
-        dst.write_text(f"<VRTDataset rasterXSize=\"{w * k}\" rasterYSize=\"{h * k}\"><SRS>{ds.crs.to_wkt()}</SRS>"
-                       f"<GeoTransform>{t.c}, {t.a}, 0, {t.f}, 0, {t.e}</GeoTransform>{bands}</VRTDataset>")
 
 
 if __name__ == "__main__":

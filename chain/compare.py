@@ -14,7 +14,8 @@ import rasterio
 from chain.atomic import atomic_path, write_text
 from chain.errors import InputError
 from chain.grid import GridSpec
-from chain.html_report import CSS, _png, _plt, _table
+from chain.html_report import CSS, html_table, png_uri
+from chain.report import pyplot
 from chain.raster import open_raster, read_on_grid
 
 CHANGE_NODATA = 0
@@ -72,7 +73,7 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> di
 
     total = int(matrix.sum())
     changed = total - int(np.trace(matrix))
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(0.8 * len(codes) + 3, 0.7 * len(codes) + 2.5))
     area = matrix * pixel_ha
     ax.imshow(np.log1p(area), cmap="viridis")
@@ -91,7 +92,7 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> di
             f"<h1>Change between two maps</h1><p>A: {html.escape(str(map_a))}<br>B: {html.escape(str(map_b))}</p>"
             f"<p>{total:,} pixels compared ({total * pixel_ha:.1f} ha); {changed:,} changed "
             f"({100 * changed / max(total, 1):.1f} %, {changed * pixel_ha:.1f} ha).</p>"
-            f"<img alt='change matrix' src='{_png(fig)}'><h2>Largest changes</h2>"
-            + _table(["from → to", "pixels", "area (ha)"], rows) + "</body></html>")
+            f"<img alt='change matrix' src='{png_uri(fig)}'><h2>Largest changes</h2>"
+            + html_table(["from → to", "pixels", "area (ha)"], rows) + "</body></html>")
     write_text(out_dir / "change.html", page)
     return {"pixels": total, "changed": changed, "codes": codes, "matrix": matrix}

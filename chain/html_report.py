@@ -15,21 +15,13 @@ from rasterio.enums import Resampling
 
 from chain.atomic import write_text
 from chain.metrics import area_estimates
+from chain.report import confusion_fig, pyplot
 
 
-def _plt():  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Any) -> str:
+def png_uri(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -43,8 +35,7 @@ def class_pixel_counts(map_path: Path, nodata: int = 0) -> dict[int, int]:
 
 
 def quicklook(map_path: Path, classes: dict[int, dict], max_px: int = 900) -> str:
-    plt = _plt()
-    from matplotlib.colors import ListedColormap
+    plt = pyplot()
     from matplotlib.patches import Patch
 
     with rasterio.open(map_path) as src:
@@ -59,32 +50,15 @@ def quicklook(map_path: Path, classes: dict[int, dict], max_px: int = 900) -> st
     present = sorted(c for c in np.unique(arr) if c in classes)
     ax.legend(handles=[Patch(color=lut[c][:3], label=f"{c} {classes[c]['name']}") for c in present],
               loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    del ListedColormap
-    return _png(fig)
+    return png_uri(fig)
 
 
 def confusion_figure(cm: np.ndarray, ticks: list[str], title: str) -> str:
-    plt = _plt()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
-    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.8 * len(ticks) + 2.5), 0.7 * len(ticks) + 2.5))
-    for ax, data, fmt, label in ((axes[0], cm, "d", "pixels"), (axes[1], norm, ".2f", "share of the reference row")):
-        ax.imshow(data if fmt == "d" else norm, cmap="Blues")
-        for i in range(len(ticks)):
-            for j in range(len(ticks)):
-                ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.6 else "black")
-        ax.set_xticks(range(len(ticks)), ticks, rotation=45, ha="right")
-        ax.set_yticks(range(len(ticks)), ticks)
-        ax.set_xlabel("map")
-        ax.set_ylabel("reference")
-        ax.set_title(f"{title}: {label}")
-    fig.tight_layout()
-    return _png(fig)
+    return png_uri(confusion_fig(cm, ticks, title))
 
 
 def prf_figure(summary: dict[str, Any], labels: list[int], ticks: list[str]) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 2), 3.6))
     x = np.arange(len(labels))
     for k, (metric, color) in enumerate((("precision", "#4c72b0"), ("recall", "#dd8452"), ("f1", "#55a868"))):
@@ -96,7 +70,7 @@ def prf_figure(summary: dict[str, Any], labels: list[int], ticks: list[str]) -> 
     ax.set_ylabel("score (mean ± 95 % CI over runs)")
     ax.legend(ncols=3, loc="lower right")
     fig.tight_layout()
-    return _png(fig)
+    return png_uri(fig)
 
 
 def _fmt(agg: dict[str, float]) -> str:
@@ -104,7 +78,7 @@ def _fmt(agg: dict[str, float]) -> str:
     return f"{agg['mean']:.3f}" + ("" if ci is None or np.isnan(ci) else f" ± {ci:.3f}")
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def html_table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -126,10 +100,10 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
     parts = [f"<h1>Land-cover map — {html.escape(str(context.get('title', 'chain run')))}</h1>",
              f"<p class='note'>Generated {dt.datetime.now():%Y-%m-%d %H:%M} by chain {html.escape(str(context.get('version', '')))}.</p>"]
 
-    parts.append("<h2>Run summary</h2>" + _table(["item", "value"], [[k, v] for k, v in context.get("summary", {}).items()]))
+    parts.append("<h2>Run summary</h2>" + html_table(["item", "value"], [[k, v] for k, v in context.get("summary", {}).items()]))
     durations = context.get("durations", {})
     if durations:
-        parts.append(_table(["step", "duration (s)"], [[k, f"{v:.1f}"] for k, v in durations.items()]))
+        parts.append(html_table(["step", "duration (s)"], [[k, f"{v:.1f}"] for k, v in durations.items()]))
 
     map0 = final / "Classif_Seed_0.tif"
     parts.append("<h2>Map (run 0)</h2>" + f"<img alt='map quick-look' src='{quicklook(map0, classes)}'>")
@@ -141,8 +115,8 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
         header.append("regularized map")
         rows = [[r[0], r[1], _fmt(rs[k])] for r, k in zip(rows, ("oa", "kappa"))]
     parts.append(f"<h2>Accuracy ({len(runs)} run(s), evaluated on the '{metrics['evaluated_on']}' polygons; mean ± 95 % CI)</h2>"
-                 + _table(header, rows))
-    parts.append(_table(["class", "precision", "recall", "F1", "reference pixels (run 0)"],
+                 + html_table(header, rows))
+    parts.append(html_table(["class", "precision", "recall", "F1", "reference pixels (run 0)"],
                         [[t, _fmt(s["per_class"][str(c)]["precision"]), _fmt(s["per_class"][str(c)]["recall"]),
                           _fmt(s["per_class"][str(c)]["f1"]), runs[0]["per_class"][str(c)]["n_reference"]] for t, c in zip(ticks, labels)]))
     parts.append(f"<img alt='per-class scores' src='{prf_figure(s, labels, ticks)}'>")
@@ -154,7 +128,7 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
     pixel_area_ha = context.get("pixel_area_m2", 100.0) / 10_000
     map_px = np.array([counts.get(c, 0) for c in labels], dtype=np.float64)
     est = area_estimates(np.array(runs[0]["confusion"]), map_px, pixel_area_ha)
-    parts.append("<h2>Class areas (run 0)</h2>" + _table(
+    parts.append("<h2>Class areas (run 0)</h2>" + html_table(
         ["class", "mapped pixels", "mapped area (ha)", "error-adjusted area (ha)", "95 % CI (ha)"],
         [[t, int(p), f"{m:.1f}", f"{a:.1f}", f"± {ci:.1f}"] for t, p, m, a, ci in zip(ticks, map_px, est["mapped"], est["adjusted"], est["ci"])]))
     parts.append("<p class='note'>Error-adjusted areas follow Olofsson et al. (2014), with the map classes as strata and the "
@@ -163,7 +137,7 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
 
     models = context.get("models", [])
     if models:
-        parts.append("<h2>Models</h2>" + _table(["model", "parameters", "OA", "kappa"],
+        parts.append("<h2>Models</h2>" + html_table(["model", "parameters", "OA", "kappa"],
                                                 [[m["name"], m["params"], _fmt(s["oa"]), _fmt(s["kappa"])] for m in models]))
 
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chain report</title><style>{CSS}</style>"

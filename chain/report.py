@@ -57,31 +57,42 @@ def results_text(runs: list[dict[str, Any]], summary: dict[str, Any], labels: li
     return "\n".join(lines) + "\n"
 
 
-def confusion_png(path: Path, cm: np.ndarray, labels: list[int], names: dict[int, str], title: str) -> None:
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def confusion_fig(cm: np.ndarray, ticks: list[str], title: str):  # type: ignore[no-untyped-def]
+    """Two heat maps of a confusion matrix: pixel counts, and shares of each reference row."""
+    plt = pyplot()
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
-    ticks = [f"{c} {names.get(c, '')}".strip() for c in labels]
-    fig, ax = plt.subplots(figsize=(1.0 * len(labels) + 3, 0.8 * len(labels) + 2.5), dpi=110)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n({cm[i, j]})", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.6 else "black")
-    ax.set_xticks(range(len(labels)), ticks, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), ticks)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("reference")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="recall share of the reference row")
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.8 * len(ticks) + 2.5), 0.7 * len(ticks) + 2.5))
+    for ax, data, fmt, label in ((axes[0], cm, "d", "pixels"), (axes[1], norm, ".2f", "share of the reference row")):
+        ax.imshow(data, cmap="Blues")
+        for i in range(len(ticks)):
+            for j in range(len(ticks)):
+                ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(ticks)), ticks, rotation=45, ha="right")
+        ax.set_yticks(range(len(ticks)), ticks)
+        ax.set_xlabel("map")
+        ax.set_ylabel("reference")
+        ax.set_title(f"{title}: {label}")
     fig.tight_layout()
+    return fig
+
+
+def confusion_png(path: Path, cm: np.ndarray, labels: list[int], names: dict[int, str], title: str) -> None:
+    fig = confusion_fig(cm, [f"{c} {names.get(c, '')}".strip() for c in labels], title)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+        fig.savefig(tmp, format="png", dpi=110)
+    pyplot().close(fig)
 
 
 def write_reports(final: Path, runs: list[dict[str, Any]], labels: list[int], names: dict[int, str], part: str,

@@ -26,6 +26,13 @@ def classes(ctx: Context) -> dict[int, dict]:
     return {int(k): v for k, v in raw.items()}
 
 
+def colormap(ctx: Context) -> dict[int, tuple[int, int, int, int]]:
+    """The GDAL colour table of the class maps (0 = nodata, transparent)."""
+    from chain.mosaic import colormap_for
+
+    return colormap_for({c: tuple(v["color"]) for c, v in classes(ctx).items()})
+
+
 def spec(ctx: Context) -> FeatureSpec:
     return ctx.memo("spec", lambda: FeatureSpec.from_dict(json.loads((ctx.dir("features") / "features.json").read_text())))
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-import json
-
-from chain.classify import CLASS_NODATA, CONF_NODATA, fuse_tile, proba_path, tile_paths, validity_path
-from chain.mosaic import assemble, colormap_for
 from chain.atomic import write_text
+from chain.classify import CLASS_NODATA, CONF_NODATA, fuse_tile, proba_path, tile_paths, validity_path
+from chain.mosaic import assemble
 from chain.runner import Context, Step, register
 from chain.styles import nomenclature_csv, write_class_map_companions
 from steps import common
@@ -38,7 +37,7 @@ class Mosaic(Step):
     def run(self, ctx: Context) -> None:
         cat, tiles, m = common.catalog(ctx), common.tiles(ctx), ctx.cfg.mosaic
         classes = common.classes(ctx)
-        cmap = colormap_for({c: tuple(v["color"]) for c, v in classes.items()})
+        cmap = common.colormap(ctx)
         for r in common.runs(ctx):
             d = tiles_dir(ctx, r)
             assemble(ctx.final / f"Classif_Seed_{r}.tif", cat.grid, tiles, {t.id: tile_paths(d, t)[0] for t in tiles},

@@ -11,7 +11,7 @@ import rasterio
 from chain.catalog import Catalog
 from chain.classify import CLASS_NODATA
 from chain.grid import Tile, make_tiles
-from chain.mosaic import assemble, colormap_for
+from chain.mosaic import assemble
 from chain.raster import write_tile
 from chain.regularize import halo_for, mmu_pixels, regularize
 from chain.runner import Context, Step, register
@@ -62,7 +62,7 @@ class Regularize(Step):
                       key=f"regularize-{r}-{ctx.signatures[self.name][:12]}", desc=f"regularize: run {r}")
             path = regularized_path(ctx, r)
             assemble(path, cat.grid, tiles, {t.id: out / f"{t.id}.tif" for t in tiles}, "uint8", CLASS_NODATA,
-                     colormap=colormap_for({c: tuple(v["color"]) for c, v in classes.items()}),
+                     colormap=common.colormap(ctx),
                      description="class (regularized)", cog=ctx.cfg.mosaic.cog, compress=ctx.cfg.mosaic.compress,
                      overview_resampling="mode")
             write_class_map_companions(path, classes)

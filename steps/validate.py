@@ -26,19 +26,22 @@ from steps.regularize import regularized_path
 log = logging.getLogger(f"chain.{__name__}")
 
 
-def confusion_of_map(map_path: Path, polys: Any, cat: Catalog, tiles: list[Tile], labels: list[int]) -> np.ndarray:
-    """Confusion matrix of a map against the pixels (centres) inside ``polys``, read tile by tile."""
-    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+def confusion_of_maps(map_paths: list[Path], polys: Any, cat: Catalog, tiles: list[Tile], labels: list[int]) -> list[np.ndarray]:
+    """Confusion matrix of each map against the pixels (centres) inside ``polys``, tile by tile.
+
+    The reference is rasterized once per tile and compared with every map.
+    """
+    cms = [np.zeros((len(labels), len(labels)), dtype=np.int64) for _ in map_paths]
     for tile in tiles:
         inside = polygons_in_tile(polys, cat.grid, tile)
         if inside.empty:
             continue
         ref = rasterize_ids(inside, cat.grid, tile, column="code") - 1
-        pred = read_window_array(map_path, tile).astype(np.int64)
-        # nodata (never observed) pixels are not predictions: left out
-        sel = (ref >= 0) & (pred > 0)
-        cm += confusion(ref[sel], pred[sel], labels)
-    return cm
+        for cm, path in zip(cms, map_paths):
+            pred = read_window_array(path, tile).astype(np.int64)
+            sel = (ref >= 0) & (pred > 0)  # nodata (never observed) pixels are not predictions: left out
+            cm += confusion(ref[sel], pred[sel], labels)
+    return cms
 
 
 @register
@@ -66,8 +69,8 @@ class Validate(Step):
             maps = {"raw": ctx.final / f"Classif_Seed_{r}.tif"}
             if ctx.cfg.regularize.enabled:
                 maps["regularized"] = regularized_path(ctx, r)
-            for kind, path in maps.items():
-                results[kind].append(run_metrics(confusion_of_map(path, ev, cat, tiles, labels), labels))
+            for kind, cm in zip(maps, confusion_of_maps(list(maps.values()), ev, cat, tiles, labels)):
+                results[kind].append(run_metrics(cm, labels))
                 m = results[kind][-1]
                 log.info("validate: run %d (%s map): OA %.3f, kappa %.3f on %d pixels", r, kind, m["oa"], m["kappa"], m["n_pixels"])
         names = {c: v["name"] for c, v in common.classes(ctx).items()}
