@@ -55,7 +55,8 @@ class Catalog:
     stack_resampling: str = "nearest"
     s1: tuple[Any, ...] = ()  # chain.sentinel1.S1File
     s1_params: dict[str, Any] = field(default_factory=dict)  # polarisations, interval_days, db, nodata, resampling
-    extra: dict[str, Any] = field(default_factory=dict)
+    spot: Any = None  # chain.spot.SpotPair
+    aoi_wkt: str | None = None  # area of interest in the grid's CRS: pixels outside it are not mapped
 
     @property
     def dates(self) -> list[dt.date]:
@@ -79,6 +80,8 @@ class Catalog:
             "stack_resampling": self.stack_resampling,
             "s1": _s1_dicts(self.s1),
             "s1_params": self.s1_params,
+            "spot": self.spot.to_dict() if self.spot else None,
+            "aoi_wkt": self.aoi_wkt,
         }
 
     @classmethod
@@ -102,7 +105,17 @@ class Catalog:
             stack_resampling=d.get("stack_resampling", "nearest"),
             s1=_s1_files(d.get("s1", [])),
             s1_params=d.get("s1_params", {}),
+            spot=_spot_pair(d.get("spot")),
+            aoi_wkt=d.get("aoi_wkt"),
         )
+
+
+def _spot_pair(d: dict[str, Any] | None) -> Any:
+    if not d:
+        return None
+    from chain.spot import SpotPair
+
+    return SpotPair.from_dict(d)
 
 
 def _s1_dicts(files: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -224,6 +237,22 @@ def define_grid(cfg: Config, first_band: dict[str, Any]) -> GridSpec:
     return GridSpec.from_bounds(crs, bounds, res)
 
 
+def _check_products_in_area(grid: GridSpec, acquisitions: list[Acquisition], headers: dict[str, Any], band: str) -> None:
+    """A product that does not touch the grid's area is another tile's: refuse it by name."""
+    from rasterio.warp import transform_bounds
+
+    gl, gb, gr, gt = grid.bounds
+    for acq in acquisitions:
+        h = headers[acq.bands[band]]
+        b = tuple(h["bounds"]) if h["crs"] == grid.crs else transform_bounds(h["crs"], grid.crs, *h["bounds"])
+        if b[0] >= gr or b[2] <= gl or b[1] >= gt or b[3] <= gb:
+            raise InputError(
+                f"{real_file(acq.bands[band])}: this product ({acq.date}) lies outside the area mapped "
+                f"(grid bounds {tuple(round(v) for v in grid.bounds)}); it belongs to another tile: remove it from "
+                "inputs.s2.path or widen grid.bounds / grid.aoi"
+            )
+
+
 def _within_range(cfg: Config, acquisitions: list[Acquisition]) -> list[Acquisition]:
     """Drop (with a warning) products far outside gapfill.start/end: one interval beyond is kept for interpolation."""
     import datetime as _dt
@@ -330,10 +359,29 @@ def build_catalog(cfg: Config) -> Catalog:
         s1_files = discover_s1(s1_cfg)
         s1_headers = [_header(f.path) for f in s1_files]
         first = first or s1_headers[0]
+    spot = None
+    if cfg.inputs.spot is not None:
+        from chain.spot import find_image, inspect
+
+        sc = cfg.inputs.spot
+        pan = find_image(sc.pan or sc.path, "P")
+        ms = find_image(sc.ms or sc.path, "MS")
+        spot = inspect(pan, ms, tuple(sc.ms_bands) if sc.ms_bands else None, sc.nodata, sc.max_shift_px)
+        first = first or _header(ms)  # SPOT alone: mapped at the MS resolution unless grid says otherwise
     assert first is not None
     if s2 is not None:
         first = _union_extent(first, [headers[a.bands[s2.bands[0]]] for a in acquisitions])
+    aoi_wkt = None
+    if cfg.grid.aoi is not None:
+        from chain.vector import read_aoi
+
+        crs = CRS.from_user_input(cfg.grid.crs) if cfg.grid.crs else first["crs"]
+        aoi = read_aoi(cfg.grid.aoi, crs)
+        aoi_wkt = aoi.wkt
+        cfg = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"bounds": aoi.bounds, "crs": crs.to_string()})})
     grid = define_grid(cfg, first)
+    if s2 is not None:
+        _check_products_in_area(grid, acquisitions, headers, s2.bands[0])
     nodata = None
     if s2 is not None:
         nodata = s2.nodata if s2.nodata is not None else first["nodata"]
@@ -357,6 +405,8 @@ def build_catalog(cfg: Config) -> Catalog:
         s1=tuple(s1_files),
         s1_params=({"polarisations": list(s1_cfg.polarisations), "interval_days": s1_cfg.interval_days, "db": s1_cfg.db,
                     "nodata": s1_cfg.nodata, "resampling": s1_cfg.resampling} if s1_cfg else {}),
+        spot=spot,
+        aoi_wkt=aoi_wkt,
     )
 
 
@@ -380,4 +430,4 @@ def fingerprint_files(paths: list[str]) -> list[tuple[str, int, int]]:
 
 def catalog_files(cat: Catalog) -> list[str]:
     return ([p for a in cat.acquisitions for p in [*a.bands.values(), a.mask, *a.extra_masks]]
-            + [f.path for f in cat.stack] + [f.path for f in cat.s1])
+            + [f.path for f in cat.stack] + [f.path for f in cat.s1] + ([cat.spot.pan, cat.spot.ms] if cat.spot else []))

@@ -88,16 +88,38 @@ class S1Input(Section):
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
 
 
+class SpotInput(Section):
+    """A SPOT-6/7 (or Pleiades-like) PAN + MS pair, each at its native resolution.
+
+    Either ``path``, a delivery folder holding the PAN and MS DIMAP products (``DIM_*_P_*.XML`` and
+    ``DIM_*_MS_*.XML``), or ``pan`` and ``ms``, each a GeoTIFF, a ``DIM_*.XML`` or a DIMAP folder.
+    """
+
+    path: PathFromConfig | None = None
+    pan: PathFromConfig | None = None
+    ms: PathFromConfig | None = None
+    ms_bands: list[str] | None = None  # names of the MS bands in file order; default blue, green, red, nir
+    nodata: float | None = None  # default: the files' nodata
+    max_shift_px: float = Field(0.5, gt=0)  # warn when PAN and MS are shifted by more (MS pixels)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "SpotInput":
+        if (self.path is None) == (self.pan is None and self.ms is None) or (self.path is None and (self.pan is None or self.ms is None)):
+            raise ValueError("give either 'path' (a folder with the PAN and MS products) or both 'pan' and 'ms'")
+        return self
+
+
 class Inputs(Section):
     s2: S2Input | None = None
     s1: S1Input | None = None
+    spot: SpotInput | None = None
     stack: StackInput | None = None
     reference: ReferenceInput
 
     @model_validator(mode="after")
     def _some_imagery(self) -> "Inputs":
-        if self.s2 is None and self.stack is None and self.s1 is None:
-            raise ValueError("give at least one image input: 's2' (a time series), 's1' or 'stack' (a feature stack)")
+        if self.s2 is None and self.stack is None and self.s1 is None and self.spot is None:
+            raise ValueError("give at least one image input: 's2' (a time series), 's1', 'spot' (PAN + MS) or 'stack' (a feature stack)")
         return self
 
 
@@ -105,6 +127,8 @@ class GridConfig(Section):
     crs: str | None = None
     resolution_m: float | None = Field(None, gt=0)
     bounds: tuple[float, float, float, float] | None = None
+    # area of interest: a polygon file; the grid covers its extent and pixels outside it stay empty
+    aoi: PathFromConfig | None = None
     tile_size_px: int = Field(512, ge=16, le=16384)
 
     @model_validator(mode="after")
@@ -113,6 +137,8 @@ class GridConfig(Section):
             left, bottom, right, top = self.bounds
             if not (left < right and bottom < top):
                 raise ValueError(f"bounds must be [left, bottom, right, top] with left < right and bottom < top, got {list(self.bounds)}")
+        if self.bounds is not None and self.aoi is not None:
+            raise ValueError("give 'bounds' or 'aoi', not both (the AOI's extent is the grid's bounds)")
         return self
 
 
@@ -221,6 +247,8 @@ class DemoConfig(Section):
     year: int = 2021
     layout: Literal["folders", "theia", "theia_zip", "sen2cor", "sen2cor_zip"] = "folders"  # how the S2 series is written
     s1: bool = False  # also write a Sentinel-1-like VV/VH series in <folder>/s1
+    spot: Literal["none", "dimap", "dimap_jp2", "geotiff"] = "none"  # also write a SPOT-6/7-like PAN + MS pair in <folder>/spot
+    s2_tiles: Literal[1, 2] = 1  # 2: each date as two overlapping products (tiles T40KCB and T40KDB)
 
 
 class Config(Section):

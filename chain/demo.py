@@ -173,9 +173,9 @@ def _zip_product(folder: Path, archive: Path) -> None:
 
 
 def _write_theia(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: np.ndarray, nodata: np.ndarray,
-                 t10: Affine, t20: Affine, zipped: bool) -> None:
+                 t10: Affine, t20: Affine, zipped: bool, tile: str = "40KCB") -> None:
     """One THEIA L2A product: FRE bands, MASKS/ CLM (bit field), EDG, SAT at R1 (10 m) and R2 (20 m)."""
-    name = f"SENTINEL2{'AB'[date.toordinal() % 2]}_{date:%Y%m%d}-065412-457_L2A_T40KCB_C_V2-2"
+    name = f"SENTINEL2{'AB'[date.toordinal() % 2]}_{date:%Y%m%d}-065412-457_L2A_T{tile}_C_V2-2"
     folder = s2 / name
     for band, arr in bands.items():
         _write(folder / f"{name}_FRE_{band}.tif", arr, t20 if band in BANDS_20M else t10, NODATA)
@@ -220,7 +220,7 @@ def _write_jp2(path: Path, arr: np.ndarray, transform: Affine) -> None:
 
 
 def _write_sen2cor(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: np.ndarray, nodata: np.ndarray,
-                   t10: Affine, t20: Affine, zipped: bool) -> None:
+                   t10: Affine, t20: Affine, zipped: bool, tile: str = "40KCB") -> None:
     """One Sen2Cor L2A .SAFE: JP2 bands at 10/20 m, SCL at 20 m, MTD_MSIL2A.xml with the BOA offsets.
 
     Every other date uses processing baseline 04.00 (DN = reflectance x 10000 + 1000), the others
@@ -229,21 +229,21 @@ def _write_sen2cor(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: 
     new = date.toordinal() % 2 == 0
     baseline = "0400" if new else "0214"
     stamp = f"{date:%Y%m%d}T063509"
-    name = f"S2{'AB'[date.toordinal() % 2]}_MSIL2A_{stamp}_N{baseline}_R134_T40KCB_{date:%Y%m%d}T084512"
+    name = f"S2{'AB'[date.toordinal() % 2]}_MSIL2A_{stamp}_N{baseline}_R134_T{tile}_{date:%Y%m%d}T084512"
     safe = s2 / f"{name}.SAFE"
-    img = safe / "GRANULE" / f"L2A_T40KCB_A029000_{stamp}" / "IMG_DATA"
+    img = safe / "GRANULE" / f"L2A_T{tile}_A029000_{stamp}" / "IMG_DATA"
     for band, arr in bands.items():
         dn = np.where(arr == NODATA, 0, arr.astype(np.int32) + (1000 if new else 0)).astype(np.uint16)
         res = "20m" if band in BANDS_20M else "10m"
         fname = band if band.endswith("A") else f"B{int(band[1:]):02d}"
-        _write_jp2(img / f"R{res}" / f"T40KCB_{stamp}_{fname}_{res}.jp2", dn, t20 if res == "20m" else t10)
+        _write_jp2(img / f"R{res}" / f"T{tile}_{stamp}_{fname}_{res}.jp2", dn, t20 if res == "20m" else t10)
     h, w = mask.shape
     blocks = lambda a: a.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))  # noqa: E731
     scl = np.full((h // 2, w // 2), 4, np.uint8)  # 4 = vegetation: usable
     scl[blocks(mask == 2)] = 3  # cloud shadow
     scl[blocks(mask == 1)] = 9  # cloud, high probability
     scl[blocks(nodata)] = 0  # no data
-    _write_jp2(img / "R20m" / f"T40KCB_{stamp}_SCL_20m.jp2", scl, t20)
+    _write_jp2(img / "R20m" / f"T{tile}_{stamp}_SCL_20m.jp2", scl, t20)
     offsets = ""
     if new:
         offsets = ("      <BOA_ADD_OFFSET_VALUES_LIST>" + "".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13))
@@ -254,12 +254,17 @@ def _write_sen2cor(s2: Path, date: dt.date, bands: dict[str, np.ndarray], mask: 
 
 
 def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
-             layout: str = "folders", s1: bool = False) -> Path:
+             layout: str = "folders", s1: bool = False, spot: str = "none", s2_tiles: int = 1) -> Path:
     """Write the demo scene under ``out`` (see the module docstring); returns ``out``.
 
-    ``layout``: "folders" (one folder per date), "theia" (THEIA L2A product folders) or "theia_zip"
-    (the same products as .zip archives). The values are the same whatever the layout.
+    ``layout``: "folders" (one folder per date), "theia" / "sen2cor" (L2A product folders) or
+    "theia_zip" / "sen2cor_zip" (the same products as .zip archives). The values are the same
+    whatever the layout. ``s2_tiles=2`` writes each date as two overlapping products (tiles 40KCB
+    in the west, 40KDB in the east, each 60 % of the scene), as an area across two S2 tiles.
+    ``spot``: "dimap", "dimap_jp2" or "geotiff" also writes a SPOT-6/7-like PAN + MS pair in ``spot/``.
     """
+    if s2_tiles == 2 and layout == "folders":
+        raise ValueError("demo.s2_tiles: 2 needs a product layout (theia, sen2cor, or their _zip forms)")
     rng = np.random.default_rng(seed)
     size = size_px + size_px % 2  # even, so the 20 m bands tile the 10 m grid exactly
     fields, ids = make_fields(rng, size, n_fields)
@@ -313,13 +318,25 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
             for band, arr in bands.items():
                 _write(folder / f"DEMO_{date:%Y%m%d}_{band}.tif", arr, t20 if band in BANDS_20M else t10, NODATA)
             _write(folder / f"DEMO_{date:%Y%m%d}_MASK.tif", mask, t10, None)
-        elif layout.startswith("theia"):
-            _write_theia(s2, date, bands, mask, dn[..., 0] == NODATA, t10, t20, zipped=layout == "theia_zip")
         else:
-            _write_sen2cor(s2, date, bands, mask, dn[..., 0] == NODATA, t10, t20, zipped=layout == "sen2cor_zip")
+            cut = (size * 2 // 5) // 2 * 2, (size * 3 // 5) // 2 * 2  # even: the 20 m bands split too
+            parts = [("40KCB", 0, size)] if s2_tiles == 1 else [("40KCB", 0, cut[1]), ("40KDB", cut[0], size)]
+            writer = _write_theia if layout.startswith("theia") else _write_sen2cor
+            for tile, c0, c1 in parts:
+                sub = {b: a[:, c0 // 2:c1 // 2] if b in BANDS_20M else a[:, c0:c1] for b, a in bands.items()}
+                writer(s2, date, sub, mask[:, c0:c1], dn[:, c0:c1, 0] == NODATA, t10 * Affine.translation(c0, 0),
+                       t20 * Affine.translation(c0 // 2, 0), zipped=layout.endswith("_zip"), tile=tile)
 
     if s1:
         _write_s1(out / "s1", np.random.default_rng([seed, 1]), code, ids, phase, vigour, n_dates, year, t10)
+
+    if spot != "none":
+        from chain import demo_spot
+
+        doy = 200  # mid-July: cane tall, pastures green, gardens in their second cycle
+        pan, ms, t_pan, t_ms = demo_spot.make_pair(fields, code, phase, vigour, background, leaf, ORIGIN, size * RES, doy,
+                                                   seed, cover)
+        demo_spot.write_pair(out / "spot", pan, ms, t_pan, t_ms, CRS_EPSG, dt.date(year, 1, 1) + dt.timedelta(days=doy - 1), spot)
 
     truth = code[ids].astype(np.uint8)
     cmap = {0: (0, 0, 0, 0), **{c: (*v[1], 255) for c, v in CLASSES.items()}}
@@ -335,7 +352,7 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
 
 
 def ensure(reference_path: Path, size_px: int, n_dates: int, n_fields: int, seed: int, year: int,
-           layout: str = "folders", s1: bool = False) -> bool:
+           layout: str = "folders", s1: bool = False, spot: str = "none", s2_tiles: int = 1) -> bool:
     """Generate the demo scene beside ``reference_path`` (``<folder>/reference.gpkg``, with ``<folder>/s2``
     and, if ``s1``, ``<folder>/s1``) when it is missing; True when it was generated."""
     out = reference_path.parent
@@ -344,9 +361,9 @@ def ensure(reference_path: Path, size_px: int, n_dates: int, n_fields: int, seed
 
         raise ConfigError("demo: inputs.reference.path must be '<folder>/reference.gpkg', with the image inputs in "
                           "'<folder>/s2' and '<folder>/s1', for the demo generator")
-    wanted = [out / "s2"] + ([out / "s1"] if s1 else [])
+    wanted = [out / "s2"] + ([out / "s1"] if s1 else []) + ([out / "spot"] if spot != "none" else [])
     if reference_path.exists() and all(p.is_dir() and any(p.iterdir()) for p in wanted):
         return False
     log.info("generating the demo scene (%d px, %d dates) in %s", size_px, n_dates, out)
-    generate(out, size_px, n_dates, n_fields, seed, year, layout, s1)
+    generate(out, size_px, n_dates, n_fields, seed, year, layout, s1, spot, s2_tiles)
     return True

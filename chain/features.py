@@ -45,21 +45,22 @@ class FeatureSpec:
     stack: tuple[str, ...] = ()  # names of the bands of the feature-stack input, appended as they are
     method: str = "linear"  # gap-filling method
     s1: tuple[str, ...] = ()  # names of the Sentinel-1 features (chain.sentinel1.feature_names)
+    spot: tuple[str, ...] = ()  # names of the SPOT PAN/MS features (chain.spot.SpotPair.feature_names)
 
     @property
     def names(self) -> list[str]:
         per = [*self.bands, *(i.upper() for i in self.indices)]
-        return [f"{f}_{d:%Y%m%d}" for f in per for d in self.dates] + list(self.s1) + list(self.stack)
+        return [f"{f}_{d:%Y%m%d}" for f in per for d in self.dates] + list(self.s1) + list(self.spot) + list(self.stack)
 
     def to_dict(self) -> dict[str, Any]:
         return {"bands": list(self.bands), "indices": list(self.indices), "method": self.method,
-                "dates": [d.isoformat() for d in self.dates], "s1": list(self.s1), "stack": list(self.stack),
-                "names": self.names}
+                "dates": [d.isoformat() for d in self.dates], "s1": list(self.s1), "spot": list(self.spot),
+                "stack": list(self.stack), "names": self.names}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
         return cls(tuple(d["bands"]), tuple(d["indices"]), tuple(dt.date.fromisoformat(x) for x in d["dates"]),
-                   tuple(d.get("stack", ())), d.get("method", "linear"), tuple(d.get("s1", ())))
+                   tuple(d.get("stack", ())), d.get("method", "linear"), tuple(d.get("s1", ())), tuple(d.get("spot", ())))
 
 
 def output_dates(cfg: Config, cat: Catalog) -> list[dt.date]:
@@ -86,14 +87,15 @@ def feature_spec(cfg: Config, cat: Catalog) -> FeatureSpec:
         from chain import sentinel1
 
         s1 = tuple(sentinel1.feature_names(list(cat.s1), cat.s1_params["polarisations"], cat.s1_params["interval_days"]))
+    spot = tuple(cat.spot.feature_names()) if cat.spot else ()
     if not cat.acquisitions:
-        return FeatureSpec((), (), (), stack, cfg.gapfill.method, s1)
+        return FeatureSpec((), (), (), stack, cfg.gapfill.method, s1, spot)
     for name in cfg.features.indices:
         needed, _ = INDICES[name]
         missing = [b for b in (needed or ()) if b not in cat.bands]
         if missing:
             raise ConfigError(f"features.indices: {name!r} needs band(s) {missing}, which inputs.s2.bands {list(cat.bands)} lacks")
-    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)), stack, cfg.gapfill.method, s1)
+    return FeatureSpec(cat.bands, tuple(cfg.features.indices), tuple(output_dates(cfg, cat)), stack, cfg.gapfill.method, s1, spot)
 
 
 def _read_product(cat: Catalog, acq: Any, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +202,12 @@ def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
                                        p["resampling"], cat.grid, window)
         blocks.append(values)
         n_valid = nv if n_valid is None else n_valid
+    if cat.spot:
+        from chain.spot import grid_features
+
+        values, ok = grid_features(cat.spot, cat.grid, window)
+        blocks.append(values)
+        n_valid = ok.astype(np.uint16) if n_valid is None else np.where(ok, n_valid, 0).astype(np.uint16)
     if cat.stack:
         values, ok = read_stack(cat, window)
         everywhere = ok.all(axis=0)
@@ -207,7 +215,18 @@ def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
         blocks.append(values)
         n_valid = ok.sum(axis=0).astype(np.uint16) if n_valid is None else np.where(everywhere, n_valid, 0).astype(np.uint16)
     assert n_valid is not None
+    if cat.aoi_wkt is not None:
+        n_valid = np.where(aoi_mask(cat, window), n_valid, 0).astype(np.uint16)
     return FeatureBlock(np.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0], n_valid)
+
+
+def aoi_mask(cat: Catalog, window: Window) -> np.ndarray:
+    """True for the pixels of ``window`` whose centre lies inside the area of interest."""
+    import shapely
+    from rasterio.features import geometry_mask
+
+    return geometry_mask([shapely.from_wkt(cat.aoi_wkt)], out_shape=(int(window.height), int(window.width)),
+                         transform=cat.grid.window_transform(window), invert=True)
 
 
 def _series_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:

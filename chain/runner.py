@@ -230,7 +230,7 @@ def prepare(ctx: Context, upto: int | None = None) -> None:
         from chain.demo import ensure
 
         d = cfg.demo
-        ensure(cfg.inputs.reference.path, d.size_px, d.n_dates, d.n_fields, d.seed, d.year, d.layout, d.s1)
+        ensure(cfg.inputs.reference.path, d.size_px, d.n_dates, d.n_fields, d.seed, d.year, d.layout, d.s1, d.spot, d.s2_tiles)
     names = step_names()
     for name in names[: (upto + 1) if upto is not None else None]:
         REGISTRY[name]().check(ctx)

@@ -98,3 +98,24 @@ def class_names(gdf: gpd.GeoDataFrame) -> dict[int, str]:
     for code, name in zip(gdf["code"], gdf["name"]):
         names.setdefault(int(code), str(name))
     return dict(sorted(names.items()))
+
+
+def read_aoi(path, crs) -> shapely.Geometry:
+    """The union of the polygons of an area-of-interest file, in ``crs``."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise InputMissingError(f"grid.aoi: {str(path)!r} does not exist (expected a polygon file: GPKG, shapefile, GeoJSON)")
+    try:
+        gdf = gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises its own DataSourceError family
+        raise InputError(f"grid.aoi: {str(path)!r} cannot be read as vector data ({exc})") from None
+    if gdf.crs is None:
+        raise InputError(f"grid.aoi: {str(path)!r} has no CRS; save it with one (e.g. EPSG:4326)")
+    geoms = gdf.geometry[~gdf.geometry.is_empty & gdf.geometry.notna()]
+    geoms = geoms[geoms.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if geoms.empty:
+        raise InputError(f"grid.aoi: {str(path)!r} holds no polygon")
+    geoms = geoms.make_valid() if (~geoms.is_valid).any() else geoms
+    return shapely.union_all(geoms.to_crs(crs).to_numpy())

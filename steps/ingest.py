@@ -24,7 +24,7 @@ def preflight(ctx: Context) -> tuple[cat_mod.Catalog, Any]:
 @register
 class Ingest(Step):
     name = "ingest"
-    version = "2"
+    version = "3"
 
     def check(self, ctx: Context) -> None:
         preflight(ctx)
@@ -35,7 +35,8 @@ class Ingest(Step):
 
     def external_inputs(self, ctx: Context) -> list[str]:
         cat, _ = preflight(ctx)
-        return [*cat_mod.catalog_files(cat), str(ctx.cfg.inputs.reference.path)]
+        aoi = [str(ctx.cfg.grid.aoi)] if ctx.cfg.grid.aoi else []
+        return [*cat_mod.catalog_files(cat), str(ctx.cfg.inputs.reference.path), *aoi]
 
     def outputs(self, ctx: Context) -> list[Path]:
         d = ctx.dir(self.name)

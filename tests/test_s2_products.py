@@ -146,3 +146,51 @@ def test_sen2cor_product_without_metadata_is_refused(sen2cor_scene, tmp_path):
             out.writestr(info, data)
     with pytest.raises(InputMissingError, match="no MTD_MSIL2A.xml"):
         build_catalog(cfg)
+
+
+def _to_other_zone(product_dir, epsg=32739):
+    """Reproject every raster of a product folder into another UTM zone, in place (as a neighbouring zone's tile)."""
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.vrt import WarpedVRT
+    from rasterio.warp import calculate_default_transform
+
+    for f in sorted(product_dir.rglob("*.tif")):
+        with rasterio.open(f) as src:
+            t, w, h = calculate_default_transform(src.crs, f"EPSG:{epsg}", src.width, src.height, *src.bounds,
+                                                  resolution=src.res[0])
+            with WarpedVRT(src, crs=f"EPSG:{epsg}", transform=t, width=w, height=h, resampling=rasterio.enums.Resampling.nearest) as vrt:
+                tmp = f.with_suffix(".tmp.tif")
+                rio_copy(vrt, tmp, driver="GTiff")
+        tmp.replace(f)
+
+
+def test_tiles_in_two_utm_zones_are_read_onto_one_grid(theia_scenes, tmp_path):
+    single = config.load(tiny_config(theia_scenes["theia"], tmp_path / "single",
+                                     inputs={"s2": {"format": "theia", "resampling": "nearest"}}))
+    scene = tmp_path / "zones"
+    _split_into_tiles(theia_scenes["theia"] / "s2", scene / "s2")
+    shutil.copy(theia_scenes["theia"] / "reference.gpkg", scene / "reference.gpkg")
+    for product in scene.glob("s2/*T40KCC*"):
+        _to_other_zone(product)
+    with rasterio.open(next(scene.glob("s2/*T40KCC*/*_FRE_B2.tif"))) as src:
+        assert src.crs.to_epsg() == 32739
+    auto = config.load(tiny_config(scene, tmp_path / "auto", inputs={"s2": {"format": "theia", "resampling": "nearest"}}))
+    cs, ca = build_catalog(single), build_catalog(auto)
+    assert ca.grid.crs.to_epsg() == 32740 and ca.dates == cs.dates
+    # the grid covers both tiles (the reprojected one's footprint is a little larger)
+    l, b, r, t = ca.grid.bounds
+    sl, sb, sr, st = cs.grid.bounds
+    assert l <= sl and b <= sb and r >= sr and t >= st and ca.grid.width - cs.grid.width <= 4
+    multi = config.load(tiny_config(scene, tmp_path / "multi", inputs={"s2": {"format": "theia", "resampling": "nearest"}},
+                                    grid={"crs": "EPSG:32740", "resolution_m": 10, "bounds": list(cs.grid.bounds)}))
+    cm = build_catalog(multi)
+    w = Window(0, 0, 64, 64)
+    a = compute_features(cs, feature_spec(single, cs), w)
+    b = compute_features(cm, feature_spec(multi, cm), w)
+    west = (slice(None), slice(0, 20))  # only the 32740 tile there: exactly the same values
+    np.testing.assert_array_equal(b.n_valid[west], a.n_valid[west])
+    np.testing.assert_array_equal(b.values[(slice(None), *west)], a.values[(slice(None), *west)])
+    east = (slice(2, 62), slice(44, 62))  # only the other zone's tile there: read through the warper
+    assert (b.n_valid[east] > 0).mean() > 0.95
+    same = np.isclose(b.values[(slice(None), *east)], a.values[(slice(None), *east)], equal_nan=True).mean()
+    assert same > 0.6, same
