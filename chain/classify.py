@@ -81,21 +81,30 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
     The validity count comes with the features at no extra read, so PixelsValidity is written here
     (for one run) rather than by a separate pass over every band.
     """
-    model = _cached_model(model_dir, engine, threads)
-    block = compute_features(cat, spec, tile.window)
-    h, w = block.n_valid.shape
-    valid = block.valid & np.isfinite(block.values).all(axis=0)
+    from chain.deep.infer import is_patch_model, load_cached
+
+    if is_patch_model(model_dir):
+        model = load_cached(model_dir, threads, _models)
+        valid, probs, n_valid = model.predict_window(cat, spec, tile.window)
+        lab, cf, pr = _encode(np.asarray(model.classes_), probs, probabilities)
+    else:
+        model = _cached_model(model_dir, engine, threads)
+        block = compute_features(cat, spec, tile.window)
+        n_valid = block.n_valid
+        valid = block.valid & np.isfinite(block.values).all(axis=0)
+        if valid.any():
+            lab, cf, pr = predict_block(model, block.values, valid, probabilities)
+    h, w = n_valid.shape
     labels = np.full((h, w), CLASS_NODATA, dtype=np.uint8)
     conf = np.full((h, w), CONF_NODATA, dtype=np.uint8)
     proba = np.full((len(model.classes_), h, w), CONF_NODATA, dtype=np.uint8) if probabilities else None
     if valid.any():
-        lab, cf, pr = predict_block(model, block.values, valid, probabilities)
         labels[valid], conf[valid] = lab, cf
         if proba is not None and pr is not None:
             proba[:, valid] = pr.T
     class_path, conf_path = tile_paths(out_dir, tile)
     if validity:
-        write_tile(validity_path(out_dir, tile), block.n_valid, cat.grid, tile.window, None)
+        write_tile(validity_path(out_dir, tile), n_valid, cat.grid, tile.window, None)
     if proba is not None:
         write_tile(proba_path(out_dir, tile), proba, cat.grid, tile.window, CONF_NODATA)
     write_tile(conf_path, conf, cat.grid, tile.window, CONF_NODATA)

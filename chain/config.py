@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from chain.errors import ConfigError
 
@@ -184,6 +184,82 @@ class RFModel(Section):
     n_jobs: int = -1
 
 
+class DeepTraining(Section):
+    """What every torch model shares: the trainer's settings (one trainer for all)."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-4, gt=0)  # Adam
+    lr_step_epochs: int | None = Field(None, ge=1)  # step decay: lr x lr_gamma every this many epochs
+    lr_gamma: float = Field(0.5, gt=0, le=1)
+    class_weights: bool = False  # cross-entropy weighted by inverse class frequency
+    patience: int | None = Field(None, ge=1)  # early stopping: epochs without improvement (None: run all epochs)
+    aux_weight: float = Field(0.3, ge=0)  # weight of each auxiliary (per-branch) classifier's loss
+    dropout: float = Field(0.4, ge=0, lt=1)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    num_workers: int = Field(0, ge=0)  # DataLoader workers (CUDA); 0 = in the training process
+    max_samples_per_class: int | None = Field(None, ge=1)  # cap on training patches per class (after sample's caps)
+    inference_batch: int = Field(2048, ge=1)  # pixels per forward pass when classifying
+
+    @model_validator(mode="after")
+    def _device(self) -> "DeepTraining":
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return self
+
+
+class MultiResoLCCModel(DeepTraining):
+    """Two-branch CNN on a PAN patch and the co-centred MS patch (Gaetano et al. 2018)."""
+
+    type: Literal["multiresolcc"]
+    pan_patch: int = Field(32, ge=8)  # PAN pixels a side; the MS patch is pan_patch / ratio
+    pan_channels: tuple[int, int, int] = (128, 256, 512)
+    ms_channels: tuple[int, int, int] = (256, 512, 1024)
+    augment: bool = True  # random rotations / flips / transposition of both patches
+
+
+class M3FusionModel(DeepTraining):
+    """GRU + attention on the S2 pixel series and a CNN on the VHR patch around it (Benedetti et al. 2018)."""
+
+    type: Literal["m3fusion"]
+    rnn_units: int = Field(1024, ge=4)
+    vhr_patch: int = Field(25, ge=9)  # SPOT pixels a side (PAN + the MS bands at PAN resolution)
+    cnn_channels: tuple[int, int] = (256, 512)  # the 7x7 conv, then the 3x3 convs and the 1x1 fusion
+
+
+class TwinnsModel(DeepTraining):
+    """Twin networks on S1 and S2 patch time series: ConvGRU + CNN per sensor (Ienco et al. 2019)."""
+
+    type: Literal["twinns"]
+    patch: int = Field(5, ge=1)  # grid pixels a side (odd)
+    rnn_units: int = Field(64, ge=4)  # ConvGRU hidden channels
+    cnn_channels: tuple[int, int] = (128, 256)
+
+    @model_validator(mode="after")
+    def _odd(self) -> "TwinnsModel":
+        if self.patch % 2 == 0:
+            raise ValueError(f"patch must be odd (centred on the pixel), got {self.patch}")
+        return self
+
+
+class RFPatchModel(RFModel):
+    """Random Forest on flattened patches: the pixel features of a patch_px x patch_px window (+ a PAN patch)."""
+
+    type: Literal["rf_patch"]  # type: ignore[assignment]
+    patch_px: int = Field(3, ge=1)  # grid pixels a side (odd)
+    pan_patch: int = Field(0, ge=0)  # SPOT PAN pixels a side, flattened too (0: none)
+
+    @model_validator(mode="after")
+    def _odd(self) -> "RFPatchModel":
+        if self.patch_px % 2 == 0:
+            raise ValueError(f"patch_px must be odd (centred on the pixel), got {self.patch_px}")
+        return self
+
+
+ModelConfig = Annotated[RFModel | RFPatchModel | MultiResoLCCModel | M3FusionModel | TwinnsModel, Field(discriminator="type")]
+DEEP_TYPES = ("multiresolcc", "m3fusion", "twinns")
+
+
 class ClassifyConfig(Section):
     probabilities: bool = False  # also write one probability band per class (uint8, 0-100)
     # compiled: Random Forests evaluated by chain.forest (same predictions, faster); sklearn: model.predict_proba
@@ -260,7 +336,7 @@ class Config(Section):
     features: FeaturesConfig = FeaturesConfig()
     split: SplitConfig = SplitConfig()
     sample: SampleConfig = SampleConfig()
-    model: RFModel = RFModel()
+    model: ModelConfig = RFModel()
     classify: ClassifyConfig = ClassifyConfig()
     cluster: ClusterConfig = ClusterConfig()
     mosaic: MosaicConfig = MosaicConfig()
@@ -270,6 +346,11 @@ class Config(Section):
     classes: dict[int, ClassInfo] = Field(default_factory=dict)
     demo: DemoConfig | None = None
     vars: dict[str, Any] = Field(default_factory=dict)  # values for ${name} placeholders (already substituted)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _rf_by_default(cls, value: Any) -> Any:
+        return {"type": "rf", **value} if isinstance(value, dict) and "type" not in value else value
 
     # where the config came from, for messages; not part of the config itself
     source: Path | None = Field(None, exclude=True)
@@ -295,8 +376,11 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        candidates = [c for c in [ann, *getattr(ann, "__args__", ())] if isinstance(c, type) and issubclass(c, BaseModel)]
+        model = candidates[0] if candidates else None
+        tagged = {c.model_fields["type"].annotation.__args__[0]: c for c in candidates if "type" in c.model_fields}
+        if len(tagged) > 1:  # a discriminated union (model): pydantic puts the tag in the location
+            return tagged.get(loc[-2]) if len(loc) >= 2 and loc[-2] in tagged else None
     return model
 
 
@@ -386,3 +470,10 @@ def load(path: Path | str, overrides: list[str] | None = None) -> Config:
             raise ConfigError(f"{path}: 'vars' must be a mapping of names to values")
         data = {**substitute({k: v for k, v in data.items() if k != "vars"}, values), "vars": values}
     return parse(data, source=path.resolve(), base_dir=path.resolve().parent)
+
+
+def pydantic_adapter_for_model() -> Any:
+    """Validates a ``model`` section alone (e.g. one stored in a model's manifest)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(ModelConfig)

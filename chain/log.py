@@ -45,7 +45,7 @@ def get_logger(name: str) -> logging.Logger:
 class Progress:
     """A progress bar when the CLI asked for one (a terminal), otherwise periodic log lines."""
 
-    def __init__(self, total: int, desc: str, logger: logging.Logger | None = None):
+    def __init__(self, total: int, desc: str, logger: logging.Logger | None = None, unit: str = "tile"):
         self.total, self.desc, self.n = total, desc, 0
         self.logger = logger or get_logger("chain.progress")
         self._bar = None
@@ -53,7 +53,7 @@ class Progress:
         if _state["progress"] and total > 0:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="tile", leave=False, file=sys.stderr)
+            self._bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
 
     def update(self, k: int = 1) -> None:
         self.n += k

@@ -54,6 +54,12 @@ def save(folder: Path, model: Any, manifest: dict[str, Any]) -> None:
 
 
 def load(folder: Path, feature_names: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
+    manifest = check(folder, feature_names)
+    return joblib.load(folder / "model.joblib"), manifest
+
+
+def check(folder: Path, feature_names: list[str] | None = None, inputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The manifest of the model in ``folder``, checked against the features (and patch inputs) configured now."""
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
         raise StepError(f"no trained model in {str(folder)!r} (manifest.json missing); run the train step")
@@ -63,4 +69,9 @@ def load(folder: Path, feature_names: list[str] | None = None) -> tuple[Any, dic
             f"model in {str(folder)!r} was trained on {len(manifest['feature_names'])} features that differ from the "
             f"{len(feature_names)} features configured now; re-run training (chain run ... --from train)"
         )
-    return joblib.load(folder / "model.joblib"), manifest
+    if inputs is not None and manifest.get("inputs") != inputs:
+        raise StepError(
+            f"model in {str(folder)!r} was trained on other patch inputs ({[i['name'] for i in manifest.get('inputs', [])]}, "
+            f"sizes {[i['size'] for i in manifest.get('inputs', [])]}) than configured now; re-run training (chain run ... --from train)"
+        )
+    return manifest

@@ -36,7 +36,12 @@ class Classify(Step):
         cat, spec = common.catalog(ctx), common.spec(ctx)
         for run in common.runs(ctx):
             mdir = model_dir(ctx, run)
-            models.load(mdir, spec.names)  # fails early and clearly on a mismatching model
+            inputs = None
+            if ctx.cfg.model.type != "rf" and ctx.cfg.model.type != "sklearn":
+                from chain.deep.inputs import model_inputs
+
+                inputs = [i.to_dict() for i in model_inputs(ctx.cfg.model, spec, cat)]
+            models.check(mdir, spec.names, inputs)  # fails early and clearly on a mismatching model
             out = tiles_dir(ctx, run)
             out.mkdir(parents=True, exist_ok=True)
             proba = ctx.cfg.classify.probabilities

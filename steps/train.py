@@ -31,8 +31,31 @@ class Train(Step):
 
     def params(self, ctx: Context) -> dict[str, Any]:
         m = dict(ctx.cfg.section("model"))
-        m.pop("n_jobs", None)  # parallelism does not change the model
-        return {"model": m, "seed": ctx.cfg.seed}
+        for key in ("n_jobs", "num_workers", "inference_batch"):
+            m.pop(key, None)  # parallelism and batching do not change the model
+        return {"model": m, "seed": ctx.cfg.seed, "split": ctx.cfg.split.scheme}
+
+    def check(self, ctx: Context) -> None:
+        if ctx.cfg.model.type == "rf":
+            return
+        from chain.config import DEEP_TYPES
+        from chain.deep.inputs import model_inputs
+        from chain.features import feature_spec
+        from steps.ingest import preflight
+
+        cat, _ = preflight(ctx)
+        inputs = model_inputs(ctx.cfg.model, feature_spec(ctx.cfg, cat), cat)  # the inputs the model needs are there
+        if ctx.cfg.model.type in DEEP_TYPES:
+            from chain.deep import nets, trainer
+
+            channels = {i.name: i.channels(cat) for i in inputs}
+            nets.build(ctx.cfg.model, 2, trainer.shapes_of(inputs, channels))  # sizes fit the network
+            trainer.resolve_device(ctx.cfg.model.device)
+
+    @staticmethod
+    def _cap(ctx: Context) -> int | None:
+        caps = [c for c in (ctx.cfg.sample.max_pixels_per_class, getattr(ctx.cfg.model, "max_samples_per_class", None)) if c]
+        return min(caps) if caps else None
 
     def outputs(self, ctx: Context) -> list[Path]:
         return [model_dir(ctx, r) / "manifest.json" for r in common.runs(ctx)]
@@ -44,10 +67,15 @@ class Train(Step):
             if (folder / "manifest.json").exists():
                 log.info("train: run %d already trained, resuming", run)
                 continue
-            train = select_run(samples, split, run, "train", ctx.cfg.sample.max_pixels_per_class, ctx.cfg.seed)
+            train = select_run(samples, split, run, "train", self._cap(ctx), ctx.cfg.seed)
             if len(train.code) == 0:
                 raise StepError(f"train: run {run} has no training pixel; are the training polygons smaller than a pixel?")
             seed = derive_seed(ctx.cfg.seed, "train", run)
+            if ctx.cfg.model.type != "rf":
+                from steps.train_patches import train_patch_model
+
+                train_patch_model(ctx, run, folder, train, samples, split, seed, self._cap(ctx), ctx.signatures[self.name])
+                continue
             model = models.build(ctx.cfg.model, seed)
             t0 = time.time()
             model.fit(train.X, train.code)

@@ -1,0 +1,1 @@
+"""Patch-based models (torch and flattened-patch RF): inputs, networks, trainer, inference."""

@@ -1,0 +1,241 @@
+"""One trainer for every torch model: normalisation, batches, losses, schedule, early stopping, artifact.
+
+Seeded and deterministic on CPU (same seed and samples: same weights). On CUDA it uses mixed
+precision, pinned memory and DataLoader workers. The artifact is ``model.pt`` (weights) +
+``manifest.json`` (architecture and its parameters, classes, inputs, normalisation, versions,
+config hash) + ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from chain.atomic import atomic_path, write_json
+from chain.deep import nets
+from chain.deep.inputs import PatchInput
+from chain.errors import ConfigError, StepError
+from chain.log import Progress
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"model.device is {name!r} but torch sees no CUDA device here; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+@dataclass
+class Normaliser:
+    """Per-input, per-channel mean and std (from the training patches); NaN (missing feature) -> 0 after."""
+
+    mean: dict[str, list[float]]
+    std: dict[str, list[float]]
+
+    @classmethod
+    def fit(cls, patches: dict[str, np.ndarray]) -> "Normaliser":
+        mean, std = {}, {}
+        for name, x in patches.items():
+            x = x.astype(np.float64)
+            m = np.nanmean(x, axis=(0, 2, 3))
+            s = np.nanstd(x, axis=(0, 2, 3))
+            mean[name] = np.nan_to_num(m).tolist()
+            std[name] = np.where(np.isfinite(s) & (s > 1e-12), s, 1.0).tolist()
+        return cls(mean, std)
+
+    def apply(self, name: str, x: np.ndarray) -> np.ndarray:
+        m = np.asarray(self.mean[name], np.float32)[None, :, None, None]
+        s = np.asarray(self.std[name], np.float32)[None, :, None, None]
+        return np.nan_to_num((x.astype(np.float32) - m) / s, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def shapes_of(inputs: list[PatchInput], channels: dict[str, int]) -> dict[str, dict[str, int]]:
+    return {i.name: {"channels": channels[i.name], "size": i.size, "steps": i.steps} for i in inputs}
+
+
+def _augment(batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """The same random rotation / flip / transposition (one of 8) for all of a sample's patches."""
+    n = next(iter(batch.values())).shape[0]
+    choice = torch.randint(0, 8, (n,), generator=gen)
+    out = {k: v.clone() for k, v in batch.items()}
+    for k in range(1, 8):
+        sel = choice == k
+        if not sel.any():
+            continue
+        for name, v in batch.items():
+            x = torch.rot90(v[sel], k % 4, dims=(2, 3))
+            out[name][sel] = x.transpose(2, 3) if k >= 4 else x
+    return out
+
+
+def _losses(out: dict[str, Any], y: torch.Tensor, criterion: nn.Module, aux_weight: float) -> torch.Tensor:
+    loss = criterion(out["fused"], y)
+    for aux in out["aux"]:
+        loss = loss + aux_weight * criterion(aux, y)
+    return loss
+
+
+def _to_tensors(patches: dict[str, np.ndarray], norm: Normaliser) -> dict[str, torch.Tensor]:
+    # float16 in memory halves the footprint; batches are cast to float32 on the way in
+    return {k: torch.from_numpy(norm.apply(k, v).astype(np.float16)) for k, v in patches.items()}
+
+
+def evaluate(net: nn.Module, data: dict[str, torch.Tensor], y: torch.Tensor, criterion: nn.Module, aux_weight: float,
+             device: torch.device, batch: int) -> tuple[float, float]:
+    net.eval()
+    total, correct = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(y), batch):
+            xb = {k: v[s:s + batch].to(device).float() for k, v in data.items()}
+            yb = y[s:s + batch].to(device)
+            out = net(xb)
+            total += float(_losses(out, yb, criterion, aux_weight)) * len(yb)
+            correct += int((out["fused"].argmax(1) == yb).sum())
+    return total / max(len(y), 1), correct / max(len(y), 1)
+
+
+def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
+          train_patches: dict[str, np.ndarray], y_train: np.ndarray, val_patches: dict[str, np.ndarray] | None,
+          y_val: np.ndarray | None, seed: int) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+    """Fit the network of ``model_cfg``; returns (best network on CPU, normaliser, history per epoch)."""
+    device = resolve_device(model_cfg.device)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    norm = Normaliser.fit(train_patches)
+    index = {c: i for i, c in enumerate(classes)}
+    ytr = torch.as_tensor(np.vectorize(index.get)(y_train), dtype=torch.long)
+    xtr = _to_tensors(train_patches, norm)
+    xval = yval = None
+    if val_patches is not None and y_val is not None and len(y_val):
+        keep = np.isin(y_val, classes)
+        xval = _to_tensors({k: v[keep] for k, v in val_patches.items()}, norm)
+        yval = torch.as_tensor(np.vectorize(index.get)(y_val[keep]), dtype=torch.long)
+    net = nets.build(model_cfg, len(classes), shapes_of(inputs, channels)).to(device)
+    weight = None
+    if model_cfg.class_weights:
+        counts = np.bincount(ytr.numpy(), minlength=len(classes)).astype(np.float64)
+        weight = torch.as_tensor(len(ytr) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, model_cfg.lr_step_epochs, model_cfg.lr_gamma) if model_cfg.lr_step_epochs else None
+    cuda = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if cuda else None
+    names = list(xtr)
+    dataset = torch.utils.data.TensorDataset(*[xtr[k] for k in names], ytr)
+    sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(dataset, generator=gen), model_cfg.batch_size, drop_last=False)
+    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=model_cfg.num_workers,
+                                         pin_memory=cuda, persistent_workers=model_cfg.num_workers > 0)
+    augment = getattr(model_cfg, "augment", False)
+    history: list[dict[str, float]] = []
+    best, best_state, waited = float("inf"), None, 0
+    monitor = "val_loss" if yval is not None else "train_loss"
+    with Progress(model_cfg.epochs, f"train: {model_cfg.type}", log, unit="epoch") as bar:
+        for epoch in range(model_cfg.epochs):
+            net.train()
+            t0, total, seen = time.time(), 0.0, 0
+            for *xs, yb in loader:
+                xb = {k: v.to(device, non_blocking=cuda).float() for k, v in zip(names, xs)}
+                if augment:
+                    xb = _augment(xb, gen)
+                yb = yb.to(device, non_blocking=cuda)
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+                    loss = _losses(net(xb), yb, criterion, model_cfg.aux_weight)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                total += float(loss) * len(yb)
+                seen += len(yb)
+            if sched is not None:
+                sched.step()
+            row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t0,
+                   "samples_per_s": seen / max(time.time() - t0, 1e-9), "lr": opt.param_groups[0]["lr"]}
+            if yval is not None:
+                row["val_loss"], row["val_acc"] = evaluate(net, xval, yval, criterion, model_cfg.aux_weight, device,
+                                                           model_cfg.inference_batch)
+            history.append(row)
+            log.info("train: epoch %d/%d: loss %.4f%s (%.0f samples/s)", epoch + 1, model_cfg.epochs, row["train_loss"],
+                     f", validation loss {row['val_loss']:.4f}, accuracy {row['val_acc']:.3f}" if "val_loss" in row else "",
+                     row["samples_per_s"])
+            bar.update()
+            if row[monitor] < best - 1e-6:
+                best, waited = row[monitor], 0
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+            else:
+                waited += 1
+                if model_cfg.patience and waited >= model_cfg.patience:
+                    log.info("train: early stop after epoch %d (%s did not improve for %d epochs)", epoch + 1, monitor, waited)
+                    break
+    net = net.cpu()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return net, norm, history
+
+
+def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str, float]], manifest: dict[str, Any]) -> None:
+    """Weights, curves, then the manifest (last: a folder with a manifest holds a complete model)."""
+    from chain.models import versions
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save(net.state_dict(), tmp)
+    write_json(folder / "history.json", history)
+    plot_curves(history, folder / "curves.png")
+    write_json(folder / "manifest.json", {**manifest, "normalisation": {"mean": norm.mean, "std": norm.std},
+                                          "versions": {**versions(), "torch": torch.__version__}})
+
+
+def load(folder: Path, model_cfg_cls: Any = None) -> tuple[nn.Module, dict[str, Any], Normaliser]:
+    from chain import config as config_mod
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    adapter = config_mod.pydantic_adapter_for_model()
+    model_cfg = adapter.validate_python(manifest["params"])
+    net = nets.build(model_cfg, len(manifest["classes"]), manifest["shapes"])
+    try:
+        net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise StepError(f"model weights in {str(folder)!r} do not match the manifest ({exc}); re-run training") from None
+    net.eval()
+    norm = manifest["normalisation"]
+    return net, manifest, Normaliser(norm["mean"], norm["std"])
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    from chain.report import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ep = [h["epoch"] for h in history]
+    ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
+    if history and "val_loss" in history[0]:
+        ax[0].plot(ep, [h["val_loss"] for h in history], label="validation")
+        ax[1].plot(ep, [h["val_acc"] for h in history], color="C1")
+        ax[1].set_ylabel("validation accuracy")
+    else:
+        ax[1].text(0.5, 0.5, "no validation set (30/70 split)", ha="center", va="center", transform=ax[1].transAxes)
+    ax[0].set_xlabel("epoch"), ax[0].set_ylabel("loss"), ax[0].legend()
+    ax[1].set_xlabel("epoch")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
