@@ -24,7 +24,9 @@ def open_client(cfg: ClusterConfig, workdir: Path | None = None) -> Client:
     cluster = LocalCluster(
         n_workers=cfg.n_workers,
         threads_per_worker=cfg.threads_per_worker,
-        memory_limit=cfg.memory_limit,
+        # threads in this process share its memory with everything else it holds (a trained network,
+        # the caller's data): a per-worker limit there would pause the worker, and the run with it
+        memory_limit=cfg.memory_limit if cfg.processes else 0,
         processes=cfg.processes,
         dashboard_address=":0",  # a free port: never clash with another cluster
         # workers in other processes talk over loopback TCP; threads in this process use in-process comms

@@ -43,6 +43,9 @@ def tiny_config(scene: Path, folder: Path, **sections: Any) -> Path:
         "model": {"n_estimators": 20, "n_jobs": 1},
         "cluster": {"n_workers": 1, "threads_per_worker": 2, "processes": False, "memory_limit": "1GiB"},
     }
+    model = sections.get("model") or {}
+    if model.get("type", "rf") not in ("rf", "rf_patch"):
+        cfg.pop("model")  # the RF defaults above mean nothing to a torch model
     cfg = _merge(cfg, sections)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -48,7 +48,12 @@ class PatchModel:
 
             from chain.deep import trainer
 
-            torch.set_num_threads(max(1, threads))
+            import multiprocessing
+
+            if multiprocessing.parent_process() is not None and torch.get_num_threads() != max(1, threads):
+                # a worker process: its share of the cores. Never from threads of the main process, where
+                # changing the pool under another thread's forward pass can deadlock
+                torch.set_num_threads(max(1, threads))
             self.net, _, self.norm = trainer.load(folder)
             self.device = trainer.resolve_device(self.manifest["params"].get("device", "auto"))
             self.net.to(self.device)

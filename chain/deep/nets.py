@@ -45,7 +45,8 @@ class MultiResoLCC(nn.Module):
         m1, m2, m3 = ms_channels
         if ((pan_patch - 2) // 2 - 2) // 2 - 2 < 1 or ms_patch - 6 < 1:
             raise ConfigError(f"model.pan_patch {pan_patch} (MS patch {ms_patch}) is too small for the network's valid "
-                              "convolutions: use at least 24 PAN pixels (6 MS pixels... 8 for SPOT's ratio of 4)")
+                              "convolutions: the PAN patch needs at least 20 pixels and the MS patch 7 (pan_patch 28 for "
+                              "SPOT's ratio of 4; the paper uses 32)")
         self.pan = nn.Sequential(_conv(pan_bands, p1, 3), nn.MaxPool2d(2), _conv(p1, p2, 3), nn.MaxPool2d(2), _conv(p2, p3, 3),
                                  nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout))
         self.ms = nn.Sequential(_conv(ms_bands, m1, 3), _conv(m1, m2, 3), _conv(m2, m3, 3),

@@ -162,7 +162,7 @@ def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], cl
                 else:
                     loss.backward()
                     opt.step()
-                total += float(loss) * len(yb)
+                total += float(loss.detach()) * len(yb)
                 seen += len(yb)
             if sched is not None:
                 sched.step()

@@ -1,0 +1,189 @@
+"""Patch models: networks, trainer, patch reading, tiled inference, and the chain end to end on CPU."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from chain import config
+from chain.catalog import build_catalog
+from chain.deep import nets, trainer
+from chain.deep.infer import PatchModel
+from chain.deep.inputs import PatchInput, TileBlock, model_inputs
+from chain.demo import generate
+from chain.errors import ConfigError, StepError
+from chain.features import compute_features, feature_spec
+from chain.models import check
+from chain.runner import run_pipeline
+from tests.conftest import TINY, tiny_config
+
+SMALL = {
+    "multiresolcc": {"type": "multiresolcc", "pan_patch": 28, "pan_channels": [4, 8, 8], "ms_channels": [4, 8, 8]},
+    "m3fusion": {"type": "m3fusion", "rnn_units": 8, "vhr_patch": 13, "cnn_channels": [4, 8]},
+    "twinns": {"type": "twinns", "patch": 3, "rnn_units": 4, "cnn_channels": [4, 8]},
+    "rf_patch": {"type": "rf_patch", "patch_px": 3, "pan_patch": 4, "n_estimators": 10},
+}
+TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.003, "max_samples_per_class": 60}
+INPUTS = {
+    "multiresolcc": {"s2": None, "spot": {"path": "scene/spot"}},
+    "m3fusion": {"spot": {"path": "scene/spot"}},
+    "twinns": {"s1": {"path": "scene/s1"}},
+    "rf_patch": {"spot": {"path": "scene/spot"}},
+}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("deep") / "s", **{**TINY, "n_dates": 6}, s1=True, spot="geotiff")
+
+
+def _model(kind):
+    return {**SMALL[kind], **(TRAIN if kind != "rf_patch" else {})}
+
+
+def _config(scene, folder, kind, **extra):
+    return config.load(tiny_config(scene, folder, inputs=INPUTS[kind], model=_model(kind),
+                                   split={"scheme": "64/16/20", "small_class": "drop"}, **extra))
+
+
+def _fake_batch(shapes, n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(n, s["channels"], s["size"], s["size"], generator=g) for k, s in shapes.items()}
+
+
+SHAPES = {
+    "multiresolcc": {"pan": {"channels": 1, "size": 28, "steps": 1}, "ms": {"channels": 4, "size": 7, "steps": 1}},
+    "m3fusion": {"s2": {"channels": 5 * 13, "size": 1, "steps": 5}, "vhr": {"channels": 5, "size": 13, "steps": 1}},
+    "twinns": {"s2": {"channels": 5 * 13, "size": 3, "steps": 5}, "s1": {"channels": 4 * 7, "size": 3, "steps": 7}},
+}
+
+
+@pytest.mark.parametrize("kind,n_aux", [("multiresolcc", 0), ("m3fusion", 2), ("twinns", 4)])
+def test_networks_give_fused_and_auxiliary_logits(kind, n_aux):
+    cfg = config.pydantic_adapter_for_model().validate_python(SMALL[kind])
+    net = nets.build(cfg, 7, SHAPES[kind]).eval()
+    out = net(_fake_batch(SHAPES[kind]))
+    assert out["fused"].shape == (6, 7) and len(out["aux"]) == n_aux
+    assert all(a.shape == (6, 7) for a in out["aux"])
+    y = torch.arange(6) % 7
+    ce = torch.nn.CrossEntropyLoss()
+    expected = ce(out["fused"], y) + 0.3 * sum((ce(a, y) for a in out["aux"]), torch.tensor(0.0))
+    assert torch.isclose(trainer._losses(out, y, ce, 0.3), expected)
+
+
+def test_default_sizes_follow_the_papers():
+    m = nets.MultiResoLCC(5, 1, 4, 32, 8)
+    assert m.head.in_features == 512 + 1024
+    f = nets.M3Fusion(5, 10, 13, 5, 25)
+    assert f.gru.hidden_size == 1024 and f.head.in_features == 1024 + 512
+    assert f(_fake_batch({"s2": {"channels": 130, "size": 1}, "vhr": {"channels": 5, "size": 25}}, n=2))["fused"].shape == (2, 5)
+    with pytest.raises(ConfigError, match="too small"):
+        nets.MultiResoLCC(5, 1, 4, 16, 4)
+
+
+def _train(kind, seed):
+    cfg = config.pydantic_adapter_for_model().validate_python({**SMALL[kind], **TRAIN})
+    shapes = SHAPES[kind]
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 2, 3], 20)
+    patches = {k: (rng.normal(size=(60, s["channels"], s["size"], s["size"])) + y[:, None, None, None]).astype(np.float16)
+               for k, s in shapes.items()}
+    inputs = [PatchInput(k, "grid", s["size"], tuple(range(s["channels"])), s["steps"]) for k, s in shapes.items()]
+    return trainer.train(cfg, inputs, {k: s["channels"] for k, s in shapes.items()}, [1, 2, 3], patches, y, None, None, seed)
+
+
+@pytest.mark.parametrize("kind", ["multiresolcc", "twinns"])
+def test_training_is_deterministic_on_cpu(kind):
+    a, _, ha = _train(kind, 5)
+    b, _, hb = _train(kind, 5)
+    c, _, _ = _train(kind, 6)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    assert [h["train_loss"] for h in ha] == [h["train_loss"] for h in hb]
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_save_load_round_trip(tmp_path):
+    net, norm, hist = _train("m3fusion", 1)
+    cfg = SMALL["m3fusion"] | TRAIN
+    manifest = {"type": "m3fusion", "classes": [1, 2, 3], "shapes": SHAPES["m3fusion"], "params": cfg,
+                "feature_names": ["a"], "inputs": []}
+    trainer.save(tmp_path, net, norm, hist, manifest)
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    loaded, man, norm2 = trainer.load(tmp_path)
+    x = _fake_batch(SHAPES["m3fusion"])
+    assert torch.equal(net(x)["fused"], loaded(x)["fused"])
+    assert norm2.mean == norm.mean and man["versions"]["torch"] == torch.__version__
+    with pytest.raises(StepError, match="other patch inputs"):
+        check(tmp_path, ["a"], [{"name": "vhr", "kind": "vhr", "size": 25, "index": [], "steps": 1}])
+
+
+def test_patches_are_centred_on_the_pixel(scene, tmp_path):
+    cfg = _config(scene, tmp_path / "c", "rf_patch")
+    cat = build_catalog(cfg)
+    spec = feature_spec(cfg, cat)
+    win = Window(8, 8, 24, 24)
+    inp = [PatchInput("features", "grid", 3, tuple(range(len(spec.names)))), PatchInput("pan", "pan", 8)]
+    block = TileBlock(cat, spec, inp, win)
+    rows, cols = np.array([8, 20, 31]), np.array([8, 15, 31])
+    got = block.gather(rows, cols)
+    full = compute_features(cat, spec, Window(0, 0, cat.grid.width, cat.grid.height)).values
+    for k, (r, c) in enumerate(zip(rows, cols)):
+        np.testing.assert_array_equal(got["features"][k], full[:, r - 1:r + 2, c - 1:c + 2])
+    # the 8x8 PAN patch of a 10 m cell spans 12 m around the cell centre
+    with rasterio.open(cat.spot.pan) as src:
+        x, y = cat.grid.affine * (cols[1] + 0.5, rows[1] + 0.5)
+        pc, pr = ~src.transform * (x, y)
+        expect = src.read(1, window=Window(int(np.floor(pc - 4 + 0.5)), int(np.floor(pr - 4 + 0.5)), 8, 8))
+    np.testing.assert_array_equal(got["pan"][1, 0], expect)
+
+
+@pytest.mark.parametrize("kind", ["multiresolcc", "twinns", "rf_patch", "m3fusion"])
+def test_chain_runs_each_patch_model_and_tiles_are_seamless(scene, tmp_path, kind):
+    cfg = _config(scene, tmp_path / kind, kind)
+    run_pipeline(cfg)
+    final = cfg.workdir / "final"
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["summary"]["oa"]["mean"] > 0.35  # 2 epochs on ~60 patches per class: far above chance, not tuned
+    with rasterio.open(final / "Classif_Seed_0.tif") as src:
+        mapped = src.read(1)
+    assert (mapped > 0).mean() > 0.9
+    mdir = cfg.workdir / "train" / "run_0"
+    manifest = json.loads((mdir / "manifest.json").read_text())
+    assert manifest["type"] == kind and manifest["inputs"]
+    # tiled inference (the run used 32 px tiles) equals one untiled pass over the scene
+    cat = build_catalog(cfg)
+    spec = feature_spec(cfg, cat)
+    valid, proba, _ = PatchModel(mdir).predict_window(cat, spec, Window(0, 0, cat.grid.width, cat.grid.height))
+    whole = np.zeros(valid.shape, np.uint8)
+    whole[valid] = np.asarray(manifest["classes"])[proba.argmax(1)]
+    assert (whole == mapped).mean() > 0.999
+
+
+def test_models_check_their_inputs_before_any_work(scene, tmp_path):
+    cfg = config.load(tiny_config(scene, tmp_path / "a", inputs={"s2": {"path": "scene/s2"}}, model=_model("multiresolcc")))
+    with pytest.raises(ConfigError, match="needs a SPOT"):
+        run_pipeline(cfg)
+    assert not (cfg.workdir / "sample").exists()
+    cfg = config.load(tiny_config(scene, tmp_path / "b", inputs=INPUTS["multiresolcc"], model={**_model("multiresolcc"), "pan_patch": 12}))
+    with pytest.raises(ConfigError, match="too small"):
+        run_pipeline(cfg)
+    if not torch.cuda.is_available():
+        cfg = config.load(tiny_config(scene, tmp_path / "c", inputs=INPUTS["twinns"], model={**_model("twinns"), "device": "cuda"}))
+        with pytest.raises(ConfigError, match="no CUDA"):
+            run_pipeline(cfg)
+
+
+def test_model_inputs_follow_the_feature_names(scene, tmp_path):
+    cfg = _config(scene, tmp_path / "t", "twinns")
+    cat = build_catalog(cfg)
+    spec = feature_spec(cfg, cat)
+    s2, s1 = model_inputs(cfg.model, spec, cat)
+    names = spec.names
+    T, D = s2.steps, len(spec.bands) + len(spec.indices)
+    assert [names[i] for i in s2.index[:D]] == [f"{b}_{spec.dates[0]:%Y%m%d}" for b in [*spec.bands, *(i.upper() for i in spec.indices)]]
+    assert len(s2.index) == T * D
+    assert all(names[i].startswith("S1_") for i in s1.index) and len(s1.index) % s1.steps == 0
