@@ -258,6 +258,8 @@ class RFPatchModel(RFModel):
 
 ModelConfig = Annotated[RFModel | RFPatchModel | MultiResoLCCModel | M3FusionModel | TwinnsModel, Field(discriminator="type")]
 DEEP_TYPES = ("multiresolcc", "m3fusion", "twinns")
+MODEL_TYPES = {"rf": RFModel, "rf_patch": RFPatchModel, "multiresolcc": MultiResoLCCModel, "m3fusion": M3FusionModel,
+               "twinns": TwinnsModel}
 
 
 class ClassifyConfig(Section):
@@ -337,6 +339,9 @@ class Config(Section):
     split: SplitConfig = SplitConfig()
     sample: SampleConfig = SampleConfig()
     model: ModelConfig = RFModel()
+    # more models trained on the same split and scored on the same evaluation pixels (no maps): the
+    # report's model comparison table, e.g. a deep model beside its RF counterparts
+    compare_models: list[ModelConfig] = Field(default_factory=list)
     classify: ClassifyConfig = ClassifyConfig()
     cluster: ClusterConfig = ClusterConfig()
     mosaic: MosaicConfig = MosaicConfig()
@@ -351,6 +356,11 @@ class Config(Section):
     @classmethod
     def _rf_by_default(cls, value: Any) -> Any:
         return {"type": "rf", **value} if isinstance(value, dict) and "type" not in value else value
+
+    @field_validator("compare_models", mode="before")
+    @classmethod
+    def _rf_by_default_each(cls, value: Any) -> Any:
+        return [cls._rf_by_default(v) for v in value] if isinstance(value, list) else value
 
     # where the config came from, for messages; not part of the config itself
     source: Path | None = Field(None, exclude=True)
@@ -369,6 +379,8 @@ def stable_hash(obj: Any) -> str:
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model that holds the key at ``loc`` (to suggest names for an unknown key)."""
     model: Any = Config
+    if len(loc) >= 4 and loc[0] == "compare_models" and isinstance(loc[1], int):
+        return MODEL_TYPES.get(loc[2])
     for part in loc[:-1]:
         if isinstance(part, int) or model is None:
             return None
@@ -386,7 +398,10 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 def _describe(err: dict[str, Any]) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    # pydantic puts the model type (the union's tag) in the location: users wrote model.epochs, not model.twinns.epochs
+    tags = {"rf", "rf_patch", *DEEP_TYPES}
+    shown = tuple(p for i, p in enumerate(loc) if not (p in tags and i > 0 and (loc[i - 1] == "model" or isinstance(loc[i - 1], int))))
+    key = ".".join(str(p) for p in shown) or "(top level)"
     if err["type"] == "extra_forbidden":
         model = _model_at(loc)
         hint = ""

@@ -73,6 +73,27 @@ def prf_figure(summary: dict[str, Any], labels: list[int], ticks: list[str]) -> 
     return png_uri(fig)
 
 
+def comparison_figure(models: list[dict[str, Any]]) -> str:
+    plt = pyplot()
+    metrics = [("oa", "OA"), ("kappa", "kappa"), ("f1_mean", "mean F1")]
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.45 * len(models) * len(metrics) / 2))
+    width = 0.8 / len(metrics)
+    for j, (key, label) in enumerate(metrics):
+        y = np.arange(len(models)) + j * width
+        mean = [m["summary"][key]["mean"] for m in models]
+        ci = [0 if m["summary"][key]["ci95"] is None or np.isnan(m["summary"][key]["ci95"]) else m["summary"][key]["ci95"] for m in models]
+        ax.barh(y, mean, height=width, xerr=ci, label=label, capsize=2)
+    ax.set_yticks(np.arange(len(models)) + width, [m["name"] for m in models])
+    ax.invert_yaxis()
+    lo = min(m["summary"][k]["mean"] for m in models for k, _ in metrics)
+    ax.set_xlim(max(0.0, lo - 0.1), 1.0)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    uri = png_uri(fig)
+    plt.close(fig)
+    return uri
+
+
 def _fmt(agg: dict[str, float]) -> str:
     ci = agg.get("ci95")
     return f"{agg['mean']:.3f}" + ("" if ci is None or np.isnan(ci) else f" ± {ci:.3f}")
@@ -139,6 +160,14 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
     if models:
         parts.append("<h2>Models</h2>" + html_table(["model", "parameters", "OA", "kappa"],
                                                 [[m["name"], m["params"], _fmt(s["oa"]), _fmt(s["kappa"])] for m in models]))
+    comparison = context.get("comparison") or {}
+    if comparison.get("models"):
+        rows = [[m["name"], ", ".join(f"{k}={v}" for k, v in m["params"].items() if k != "type"), _fmt(m["summary"]["oa"]),
+                 _fmt(m["summary"]["kappa"]), _fmt(m["summary"]["f1_mean"])] for m in comparison["models"]]
+        parts.append("<h2>Model comparison</h2>" + html_table(["model", "parameters", "OA", "kappa", "mean F1"], rows)
+                     + f"<img alt='model comparison' src='{comparison_figure(comparison['models'])}'>"
+                     + f"<p class='note'>Every model trained on the same split and scored on all the {html.escape(comparison['part'])} "
+                     "pixels (the first row is the model that made the maps); mean ± half-width of the 95 % interval over runs.</p>")
 
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chain report</title><style>{CSS}</style>"
            "<script>window.addEventListener('load',function(){var i=Array.prototype.slice.call(document.images);"

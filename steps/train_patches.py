@@ -39,26 +39,26 @@ def cached_patches(ctx: Context, folder: Path, part: str, samples: Samples, inpu
     return patches
 
 
-def train_patch_model(ctx: Context, run: int, folder: Path, train: Samples, samples: Samples, split: Any, seed: int,
-                      cap: int | None, signature: str) -> None:
+def train_patch_model(ctx: Context, model: Any, params: dict[str, Any], run: int, folder: Path, train: Samples,
+                      samples: Samples, split: Any, seed: int, cap: int | None, signature: str) -> None:
     cfg = ctx.cfg
     cat, spec = common.catalog(ctx), common.spec(ctx)
-    inputs = model_inputs(cfg.model, spec, cat)
+    inputs = model_inputs(model, spec, cat)
     xtr = cached_patches(ctx, folder, "train", train, inputs)
     codes, counts = np.unique(train.code, return_counts=True)
-    manifest = {"type": cfg.model.type, "run": run, "seed": seed, "feature_names": spec.names,
+    manifest = {"type": model.type, "run": run, "seed": seed, "feature_names": spec.names,
                 "inputs": [i.to_dict() for i in inputs], "classes": [int(c) for c in codes],
-                "train_pixels": {str(c): int(n) for c, n in zip(codes, counts)}, "params": cfg.section("model"),
+                "train_pixels": {str(c): int(n) for c, n in zip(codes, counts)}, "params": params,
                 "config_hash": signature}
     t0 = time.time()
-    if cfg.model.type == "rf_patch":
+    if model.type == "rf_patch":
         from chain.deep.infer import flatten
 
-        model = models.build_rf(cfg.model, seed)
-        model.fit(flatten(xtr), train.code)
+        rf = models.build_rf(model, seed)
+        rf.fit(flatten(xtr), train.code)
         log.info("train: run %d: rf_patch on %d patches (%d features) in %.1f s", run, len(train.code),
-                 model.n_features_in_, time.time() - t0)
-        models.save(folder, model, {**manifest, "classes": [int(c) for c in model.classes_]})
+                 rf.n_features_in_, time.time() - t0)
+        models.save(folder, rf, {**manifest, "classes": [int(c) for c in rf.classes_]})
         return
     from chain.deep import trainer
 
@@ -68,8 +68,8 @@ def train_patch_model(ctx: Context, run: int, folder: Path, train: Samples, samp
         xval, yval = cached_patches(ctx, folder, "validation", val, inputs), val.code
     assert evaluation_set(cfg.split.scheme) != "validation" or xval is None
     channels = {k: int(v.shape[1]) for k, v in xtr.items()}
-    net, norm, history = trainer.train(cfg.model, inputs, channels, manifest["classes"], xtr, train.code, xval, yval, seed)
-    log.info("train: run %d: %s on %d patches, %d epochs in %.1f s (%.0f samples/s)", run, cfg.model.type, len(train.code),
+    net, norm, history = trainer.train(model, inputs, channels, manifest["classes"], xtr, train.code, xval, yval, seed)
+    log.info("train: run %d: %s on %d patches, %d epochs in %.1f s (%.0f samples/s)", run, model.type, len(train.code),
              len(history), time.time() - t0, np.mean([h["samples_per_s"] for h in history]))
     trainer.save(folder, net, norm, history, {**manifest, "shapes": trainer.shapes_of(inputs, channels),
-                                              "device": str(trainer.resolve_device(cfg.model.device))})
+                                              "device": str(trainer.resolve_device(model.device))})

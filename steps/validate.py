@@ -47,8 +47,8 @@ def confusion_of_maps(map_paths: list[Path], polys: Any, cat: Catalog, tiles: li
 @register
 class Validate(Step):
     name = "validate"
-    requires = ("regularize", "split")
-    version = "3"
+    requires = ("regularize", "split", "compare_models")
+    version = "4"
 
     def params(self, ctx: Context) -> dict[str, Any]:
         return {"tile_size_px": ctx.cfg.grid.tile_size_px}
@@ -75,7 +75,30 @@ class Validate(Step):
                 log.info("validate: run %d (%s map): OA %.3f, kappa %.3f on %d pixels", r, kind, m["oa"], m["kappa"], m["n_pixels"])
         names = {c: v["name"] for c, v in common.classes(ctx).items()}
         write_reports(ctx.final, results["raw"], labels, names, part, regularized=results["regularized"] or None)
+        comparison = read_comparison(ctx)
+        if comparison.get("models"):
+            from chain.atomic import write_text
+
+            write_text(ctx.final / "RESULTS.txt", (ctx.final / "RESULTS.txt").read_text() + "\n\n" + comparison_text(comparison))
         html_report.build(ctx.final, json.loads((ctx.final / "metrics.json").read_text()), common.classes(ctx), report_context(ctx))
+
+
+def read_comparison(ctx: Context) -> dict[str, Any]:
+    path = ctx.dir("compare_models") / "comparison.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def comparison_text(comparison: dict[str, Any]) -> str:
+    def f(agg: dict[str, float]) -> str:
+        ci = agg.get("ci95")
+        return f"{agg['mean']:.3f}" + ("" if ci is None or ci != ci else f" +- {ci:.3f}")
+
+    lines = [f"Model comparison (same split, all {comparison['part']} pixels; mean +- 95 % CI over runs)", "",
+             f"{'model':<22}{'OA':>18}{'kappa':>18}{'mean F1':>18}"]
+    for m in comparison["models"]:
+        s = m["summary"]
+        lines.append(f"{m['name']:<22}{f(s['oa']):>18}{f(s['kappa']):>18}{f(s['f1_mean']):>18}")
+    return "\n".join(lines) + "\n"
 
 
 def report_context(ctx: Context) -> dict[str, Any]:
@@ -108,4 +131,5 @@ def report_context(ctx: Context) -> dict[str, Any]:
         },
         "durations": durations,
         "models": [{"name": cfg.model.type, "params": ", ".join(f"{k}={v}" for k, v in model.items())}],
+        "comparison": read_comparison(ctx),
     }

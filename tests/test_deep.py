@@ -187,3 +187,23 @@ def test_model_inputs_follow_the_feature_names(scene, tmp_path):
     assert [names[i] for i in s2.index[:D]] == [f"{b}_{spec.dates[0]:%Y%m%d}" for b in [*spec.bands, *(i.upper() for i in spec.indices)]]
     assert len(s2.index) == T * D
     assert all(names[i].startswith("S1_") for i in s1.index) and len(s1.index) % s1.steps == 0
+
+
+def test_compare_models_scores_every_model_on_the_same_pixels(scene, tmp_path):
+    cfg = config.load(tiny_config(scene, tmp_path / "cmp", inputs=INPUTS["multiresolcc"], model=_model("multiresolcc"),
+                                  split={"scheme": "30/70", "runs": 2, "small_class": "drop"},
+                                  compare_models=[{"type": "rf", "n_estimators": 10}, {"type": "rf_patch", "pan_patch": 8,
+                                                                                         "n_estimators": 10}]))
+    run_pipeline(cfg)
+    comparison = json.loads((cfg.workdir / "compare_models" / "comparison.json").read_text())
+    assert [m["name"] for m in comparison["models"]] == ["multiresolcc", "rf", "rf_patch"]
+    assert all(len(m["runs"]) == 2 for m in comparison["models"])
+    n = {m["runs"][0]["n_pixels"] for m in comparison["models"]}
+    assert len(n) == 1  # the same evaluation pixels for every model
+    # the map's own validation and the comparison agree on the model that made the map
+    metrics = json.loads((cfg.workdir / "final" / "metrics.json").read_text())
+    assert abs(metrics["runs"][0]["oa"] - comparison["models"][0]["runs"][0]["oa"]) < 0.02
+    assert "Model comparison" in (cfg.workdir / "final" / "RESULTS.txt").read_text()
+    assert "Model comparison" in (cfg.workdir / "final" / "report.html").read_text()
+    for m in comparison["models"][1:]:
+        assert (cfg.workdir / "compare_models" / f"model_{comparison['models'].index(m)}" / "run_1" / "manifest.json").exists()

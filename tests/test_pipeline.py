@@ -67,7 +67,8 @@ def test_changed_parameter_reruns_affected_steps_only(make_config):
     run_pipeline(config.load(path))
     reports = run_pipeline(config.load(path, ["model.n_estimators=10"]))
     acts = _actions(reports)
-    assert [s for s, a in acts.items() if a == "ran"] == ["train", "classify", "mosaic", "regularize", "vectorize", "validate"]
+    assert [s for s, a in acts.items() if a == "ran"] == ["train", "compare_models", "classify", "mosaic", "regularize", "vectorize",
+                                                          "validate"]
     reason = next(r.reason for r in reports if r.step == "train")
     assert "model.n_estimators: 20 -> 10" in reason
     # changing the cluster does not change results: nothing re-runs
