@@ -85,16 +85,16 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
 
     if is_patch_model(model_dir):
         model = load_cached(model_dir, threads, _models)
-        valid, probs, n_valid = model.predict_window(cat, spec, tile.window)
+        valid, probs, per_sensor = model.predict_window(cat, spec, tile.window)
         lab, cf, pr = _encode(np.asarray(model.classes_), probs, probabilities)
     else:
         model = _cached_model(model_dir, engine, threads)
         block = compute_features(cat, spec, tile.window)
-        n_valid = block.n_valid
+        per_sensor = block.per_sensor
         valid = block.valid & np.isfinite(block.values).all(axis=0)
         if valid.any():
             lab, cf, pr = predict_block(model, block.values, valid, probabilities)
-    h, w = n_valid.shape
+    h, w = valid.shape
     labels = np.full((h, w), CLASS_NODATA, dtype=np.uint8)
     conf = np.full((h, w), CONF_NODATA, dtype=np.uint8)
     proba = np.full((len(model.classes_), h, w), CONF_NODATA, dtype=np.uint8) if probabilities else None
@@ -104,7 +104,9 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
             proba[:, valid] = pr.T
     class_path, conf_path = tile_paths(out_dir, tile)
     if validity:
-        write_tile(validity_path(out_dir, tile), n_valid, cat.grid, tile.window, None)
+        # one band per sensor (S2 clear dates, S1 valid dates, SPOT, stack), named
+        write_tile(validity_path(out_dir, tile), np.stack(list(per_sensor.values())), cat.grid, tile.window, None,
+                   descriptions=list(per_sensor))
     if proba is not None:
         write_tile(proba_path(out_dir, tile), proba, cat.grid, tile.window, CONF_NODATA)
     write_tile(conf_path, conf, cat.grid, tile.window, CONF_NODATA)

@@ -7,7 +7,7 @@ feature cube never has to be written.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -166,7 +166,8 @@ def read_series(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class FeatureBlock:
     values: np.ndarray  # (F, h, w) float32, NaN where the pixel has no valid observation
-    n_valid: np.ndarray  # (h, w) uint16: clear observations per pixel (PixelsValidity)
+    n_valid: np.ndarray  # (h, w) uint16: clear observations per pixel (0: nothing to classify)
+    per_sensor: dict[str, np.ndarray] = field(default_factory=dict)  # PixelsValidity bands: name -> (h, w) uint16
 
     @property
     def valid(self) -> np.ndarray:
@@ -190,10 +191,12 @@ def read_stack(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
 def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:
     blocks: list[np.ndarray] = []
     n_valid = None
+    per_sensor: dict[str, np.ndarray] = {}
     if cat.acquisitions:
         series = _series_features(cat, spec, window)
         blocks.append(series.values)
         n_valid = series.n_valid
+        per_sensor["S2 clear dates"] = series.n_valid
     if cat.s1:
         from chain import sentinel1
 
@@ -202,22 +205,27 @@ def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
                                        p["resampling"], cat.grid, window)
         blocks.append(values)
         n_valid = nv if n_valid is None else n_valid
+        per_sensor["S1 valid dates"] = nv.astype(np.uint16)
     if cat.spot:
         from chain.spot import grid_features
 
         values, ok = grid_features(cat.spot, cat.grid, window)
         blocks.append(values)
+        per_sensor["SPOT valid"] = ok.astype(np.uint16)
         n_valid = ok.astype(np.uint16) if n_valid is None else np.where(ok, n_valid, 0).astype(np.uint16)
     if cat.stack:
         values, ok = read_stack(cat, window)
         everywhere = ok.all(axis=0)
         values[:, ~everywhere] = np.nan
         blocks.append(values)
+        per_sensor["feature stack valid files"] = ok.sum(axis=0).astype(np.uint16)
         n_valid = ok.sum(axis=0).astype(np.uint16) if n_valid is None else np.where(everywhere, n_valid, 0).astype(np.uint16)
     assert n_valid is not None
     if cat.aoi_wkt is not None:
-        n_valid = np.where(aoi_mask(cat, window), n_valid, 0).astype(np.uint16)
-    return FeatureBlock(np.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0], n_valid)
+        inside = aoi_mask(cat, window)
+        n_valid = np.where(inside, n_valid, 0).astype(np.uint16)
+        per_sensor = {k: np.where(inside, v, 0).astype(np.uint16) for k, v in per_sensor.items()}
+    return FeatureBlock(np.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0], n_valid, per_sensor)
 
 
 def aoi_mask(cat: Catalog, window: Window) -> np.ndarray:

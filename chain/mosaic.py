@@ -29,7 +29,10 @@ def assemble(
     """Copy each tile's file into its window of ``out_path``; memory is one tile at a time."""
     with rasterio.open(tile_path[tiles[0].id]) as first:
         count = first.count
+        tile_descriptions = [d or "" for d in first.descriptions]
     descriptions = [description] if isinstance(description, str) else (description or [])
+    if any(tile_descriptions):
+        descriptions = tile_descriptions  # the tiles name their bands (e.g. PixelsValidity, one band per sensor)
     with atomic_path(out_path) as tmp:
         stage = tmp.with_name(tmp.stem + ".stage.tif") if cog else tmp
         profile = {

@@ -151,6 +151,11 @@ def test_chain_runs_each_patch_model_and_tiles_are_seamless(scene, tmp_path, kin
     with rasterio.open(final / "Classif_Seed_0.tif") as src:
         mapped = src.read(1)
     assert (mapped > 0).mean() > 0.9
+    sensors = {"multiresolcc": ("SPOT valid",), "twinns": ("S2 clear dates", "S1 valid dates")}.get(kind, ("S2 clear dates", "SPOT valid"))
+    with rasterio.open(final / "PixelsValidity.tif") as src:  # one named band per sensor
+        assert src.descriptions == sensors
+        counts = src.read()
+    assert counts[0].max() >= 1 and (counts[-1] <= (6 if sensors[-1] != "SPOT valid" else 1) * 10).all()
     mdir = cfg.workdir / "train" / "run_0"
     manifest = json.loads((mdir / "manifest.json").read_text())
     assert manifest["type"] == kind and manifest["inputs"]

@@ -69,8 +69,8 @@ class PatchModel:
                 logits = self.net(x)["fused"]
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def predict_window(self, cat: Catalog, spec: FeatureSpec, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(valid (h, w), probabilities (n_valid, K) in row-major order of the valid pixels, clear-date count (h, w))."""
+    def predict_window(self, cat: Catalog, spec: FeatureSpec, window: Window) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(valid (h, w), probabilities (n_valid, K) in row-major order of the valid pixels, validity counts per sensor)."""
         block = TileBlock(cat, spec, self.inputs, window)
         valid = block.valid
         rr, cc = np.nonzero(valid)
@@ -78,7 +78,7 @@ class PatchModel:
         proba = np.empty((len(rr), len(self.classes_)), np.float32)
         for s in range(0, len(rr), self.batch):
             proba[s:s + self.batch] = self.predict_batch(block.gather(rows[s:s + self.batch], cols[s:s + self.batch]))
-        return valid, proba, block.n_valid
+        return valid, proba, block.per_sensor
 
 
 def is_patch_model(folder: Path) -> bool:

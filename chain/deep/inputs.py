@@ -120,7 +120,9 @@ class TileBlock:
             block = compute_features(cat, spec, Window(ec0, er0, ec1 - ec0, er1 - er0))
             pad = ((0, 0), (er0 - (r0 - g), (r0 + h + g) - er1), (ec0 - (c0 - g), (c0 + w + g) - ec1))
             values = np.pad(block.values, pad, mode="edge")
-            self.n_valid = block.n_valid[r0 - er0:r0 - er0 + h, c0 - ec0:c0 - ec0 + w]
+            core = (slice(r0 - er0, r0 - er0 + h), slice(c0 - ec0, c0 - ec0 + w))
+            self.n_valid = block.n_valid[core]
+            self.per_sensor = {k: v[core] for k, v in block.per_sensor.items()}
             self.valid = self.n_valid > 0
             self.valid &= np.isfinite(block.values[:, r0 - er0:r0 - er0 + h, c0 - ec0:c0 - ec0 + w]).all(axis=0)
             for inp in grid_inputs:
@@ -139,6 +141,8 @@ class TileBlock:
 
             self.valid &= aoi_mask(cat, window)
         self.n_valid = np.where(self.valid, getattr(self, "n_valid", 1), 0).astype(np.uint16)
+        if not grid_inputs:
+            self.per_sensor = {"SPOT valid": self.valid.astype(np.uint16)}
 
     def _centres(self, inp: PatchInput, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Continuous (row, col) of grid pixel centres in the native source's pixels."""
