@@ -68,8 +68,11 @@ def train_patch_model(ctx: Context, model: Any, params: dict[str, Any], run: int
         xval, yval = cached_patches(ctx, folder, "validation", val, inputs), val.code
     assert evaluation_set(cfg.split.scheme) != "validation" or xval is None
     channels = {k: int(v.shape[1]) for k, v in xtr.items()}
-    net, norm, history = trainer.train(model, inputs, channels, manifest["classes"], xtr, train.code, xval, yval, seed)
+    checkpoint = folder / "checkpoint.pt"
+    net, norm, history = trainer.train(model, inputs, channels, manifest["classes"], xtr, train.code, xval, yval, seed,
+                                       checkpoint=checkpoint)
     log.info("train: run %d: %s on %d patches, %d epochs in %.1f s (%.0f samples/s)", run, model.type, len(train.code),
              len(history), time.time() - t0, np.mean([h["samples_per_s"] for h in history]))
     trainer.save(folder, net, norm, history, {**manifest, "shapes": trainer.shapes_of(inputs, channels),
                                               "device": str(trainer.resolve_device(model.device))})
+    checkpoint.unlink(missing_ok=True)  # the model is complete: the training state is no longer needed

@@ -212,3 +212,33 @@ def test_compare_models_scores_every_model_on_the_same_pixels(scene, tmp_path):
     assert "Model comparison" in (cfg.workdir / "final" / "report.html").read_text()
     for m in comparison["models"][1:]:
         assert (cfg.workdir / "compare_models" / f"model_{comparison['models'].index(m)}" / "run_1" / "manifest.json").exists()
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    reference, _, hist_ref = _train("twinns", 3)
+
+    class Killed(Exception):
+        pass
+
+    def die_after_first(epoch):
+        if epoch == 1:
+            raise Killed
+
+    ckpt = tmp_path / "checkpoint.pt"
+    cfg = config.pydantic_adapter_for_model().validate_python({**SMALL["twinns"], **TRAIN})
+    shapes = SHAPES["twinns"]
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 2, 3], 20)
+    patches = {k: (rng.normal(size=(60, s["channels"], s["size"], s["size"])) + y[:, None, None, None]).astype(np.float16)
+               for k, s in shapes.items()}
+    inputs = [PatchInput(k, "grid", s["size"], tuple(range(s["channels"])), s["steps"]) for k, s in shapes.items()]
+    args = (cfg, inputs, {k: s["channels"] for k, s in shapes.items()}, [1, 2, 3], patches, y, None, None, 3)
+    monkeypatch.setattr(trainer, "_epoch_done", die_after_first)
+    with pytest.raises(Killed):
+        trainer.train(*args, checkpoint=ckpt)
+    assert ckpt.exists()
+    monkeypatch.setattr(trainer, "_epoch_done", lambda epoch: None)
+    resumed, _, hist = trainer.train(*args, checkpoint=ckpt)
+    assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in hist_ref]
+    for k, v in reference.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

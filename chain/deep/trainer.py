@@ -108,8 +108,14 @@ def evaluate(net: nn.Module, data: dict[str, torch.Tensor], y: torch.Tensor, cri
 
 def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
           train_patches: dict[str, np.ndarray], y_train: np.ndarray, val_patches: dict[str, np.ndarray] | None,
-          y_val: np.ndarray | None, seed: int) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
-    """Fit the network of ``model_cfg``; returns (best network on CPU, normaliser, history per epoch)."""
+          y_val: np.ndarray | None, seed: int, checkpoint: Path | None = None
+          ) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+    """Fit the network of ``model_cfg``; returns (best network on CPU, normaliser, history per epoch).
+
+    With ``checkpoint``, the whole training state (weights, optimiser, schedule, best epoch, random
+    generators) is saved there after every epoch, and a training that finds one resumes after its
+    last epoch: a killed training, restarted, ends with the same weights as an uninterrupted one.
+    """
     device = resolve_device(model_cfg.device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -141,10 +147,24 @@ def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], cl
                                          pin_memory=cuda, persistent_workers=model_cfg.num_workers > 0)
     augment = getattr(model_cfg, "augment", False)
     history: list[dict[str, float]] = []
-    best, best_state, waited = float("inf"), None, 0
+    best, best_state, waited, start, stopped = float("inf"), None, 0, 0, False
     monitor = "val_loss" if yval is not None else "train_loss"
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        if sched is not None:
+            sched.load_state_dict(state["sched"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        history, best, best_state, waited = state["history"], state["best"], state["best_state"], state["waited"]
+        start, stopped = state["epoch"], state["stopped"]
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        log.info("train: resuming after epoch %d of %d (checkpoint %s)", start, model_cfg.epochs, checkpoint)
     with Progress(model_cfg.epochs, f"train: {model_cfg.type}", log, unit="epoch") as bar:
-        for epoch in range(model_cfg.epochs):
+        bar.update(start)
+        for epoch in range(start, model_cfg.epochs if not stopped else start):
             net.train()
             t0, total, seen = time.time(), 0.0, 0
             for *xs, yb in loader:
@@ -183,12 +203,26 @@ def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], cl
                 waited += 1
                 if model_cfg.patience and waited >= model_cfg.patience:
                     log.info("train: early stop after epoch %d (%s did not improve for %d epochs)", epoch + 1, monitor, waited)
-                    break
+                    stopped = True
+            if checkpoint is not None:
+                with atomic_path(checkpoint) as tmp:
+                    torch.save({"epoch": epoch + 1, "net": net.state_dict(), "opt": opt.state_dict(),
+                                "sched": sched.state_dict() if sched is not None else None,
+                                "scaler": scaler.state_dict() if scaler is not None else None, "history": history,
+                                "best": best, "best_state": best_state, "waited": waited, "stopped": stopped,
+                                "gen": gen.get_state(), "rng": torch.get_rng_state()}, tmp)
+            _epoch_done(epoch + 1)
+            if stopped:
+                break
     net = net.cpu()
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
     return net, norm, history
+
+
+def _epoch_done(epoch: int) -> None:
+    """Called after each epoch's checkpoint (a seam for tests that interrupt a training)."""
 
 
 def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str, float]], manifest: dict[str, Any]) -> None:
