@@ -111,8 +111,18 @@ def validate(config: Path, overrides: tuple[str, ...], verbose: int) -> None:
         click.echo(f"  grid: {g.width} x {g.height} px of {g.res[0]:g} m, {g.crs.to_string()}")
         if cat.acquisitions:
             click.echo(f"  series: {len(cat.dates)} dates ({len(cat.acquisitions)} products) {cat.dates[0]} .. {cat.dates[-1]}, bands {' '.join(cat.bands)}")
+        if cat.s1:
+            click.echo(f"  Sentinel-1: {len(cat.s1)} files, {len({f.date for f in cat.s1})} dates, "
+                       f"{' '.join(sorted({f.group + '/' + f.pol for f in cat.s1}))}")
+        if cat.spot:
+            sp = cat.spot
+            click.echo(f"  SPOT: PAN {sp.pan_res:g} m + MS {sp.ms_res:g} m (ratio {sp.ratio}), MS/PAN shift "
+                       f"{sp.shift_m[0]:+.2f} m / {sp.shift_m[1]:+.2f} m")
+        if cat.aoi_wkt:
+            click.echo(f"  area of interest: {cfg.grid.aoi}")
         if cat.stack:
             click.echo(f"  feature stack: {len(cat.stack)} file(s), {sum(len(f.names) for f in cat.stack)} band(s)")
+        click.echo(f"  model: {cfg.model.type}" + (f" (+ {len(cfg.compare_models)} to compare)" if cfg.compare_models else ""))
         click.echo(f"  reference: {len(polys)} polygons, {polys['code'].nunique()} classes")
 
     _guard(verbose, go)

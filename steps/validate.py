@@ -120,6 +120,11 @@ def report_context(ctx: Context) -> dict[str, Any]:
             "time series": (f"{len(cat.dates)} dates ({len(cat.acquisitions)} products), {cat.dates[0]} .. {cat.dates[-1]} ({cfg.inputs.s2.path})"
                             if cfg.inputs.s2 else "none"),
             "bands": " ".join(cat.bands) or "-",
+            "Sentinel-1": (f"{len(cat.s1)} files, {len({f.date for f in cat.s1})} dates ({cfg.inputs.s1.path})" if cat.s1 else "none"),
+            "SPOT PAN + MS": (f"PAN {cat.spot.pan_res:g} m + MS {cat.spot.ms_res:g} m (ratio {cat.spot.ratio}, bands "
+                              f"{' '.join(cat.spot.ms_bands)}), measured MS/PAN shift dx {cat.spot.shift_m[0]:+.2f} m, "
+                              f"dy {cat.spot.shift_m[1]:+.2f} m ({cat.spot.ms})" if cat.spot else "none"),
+            "area of interest": str(cfg.grid.aoi) if cfg.grid.aoi else "grid extent",
             "feature stack": (f"{len(cat.stack)} file(s), {sum(len(f.names) for f in cat.stack)} band(s)" if cat.stack else "none"),
             "features": f"{len(common.spec(ctx).names)} in all",
             "grid": f"{g.width} x {g.height} px of {g.res[0]:g} m, {g.crs.to_string()}",

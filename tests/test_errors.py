@@ -146,3 +146,10 @@ def test_demo_command_writes_a_real_scene(tmp_path):
         assert src.res == (20.0, 20.0) and src.nodata == -10000
     with rasterio.open(tmp_path / "d" / "truth.tif") as src:
         assert set(np.unique(src.read(1))) <= set(range(1, 8))
+
+
+def test_spot_and_model_input_errors_are_clean(make_config):
+    path = make_config("spot", inputs={"spot": {"path": "nowhere/spot"}})
+    _assert_clean_error(*_run("validate", path), 3, "inputs.spot", "nowhere/spot", "does not exist")
+    path = make_config("cnn", model={"type": "multiresolcc", "epochs": 1})
+    _assert_clean_error(*_run("run", path), 2, "multiresolcc", "needs a SPOT PAN + MS pair", "inputs.spot")
