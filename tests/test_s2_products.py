@@ -1,5 +1,6 @@
 """THEIA L2A products (folders and zips) read through the chain give what the plain layout gives."""
 
+import json
 import shutil
 
 import numpy as np
@@ -194,3 +195,23 @@ def test_tiles_in_two_utm_zones_are_read_onto_one_grid(theia_scenes, tmp_path):
     assert (b.n_valid[east] > 0).mean() > 0.95
     same = np.isclose(b.values[(slice(None), *east)], a.values[(slice(None), *east)], equal_nan=True).mean()
     assert same > 0.6, same
+
+
+def test_chain_runs_on_sen2cor_products_of_two_tiles(tmp_path):
+    """The generator's two-tile layout (40KCB west, 40KDB east, overlapping) maps like the one-tile scene."""
+    one = generate(tmp_path / "one", **TINY, layout="sen2cor")
+    two = generate(tmp_path / "two", **TINY, layout="sen2cor", s2_tiles=2)
+    tiles = {p.name.split("_")[5] for p in (two / "s2").iterdir()}
+    assert tiles == {"T40KCB", "T40KDB"}
+    res = {}
+    for name, scene in (("one", one), ("two", two)):
+        cfg = config.load(tiny_config(scene, tmp_path / f"run_{name}", inputs={"s2": {"format": "sen2cor", "resampling": "nearest"}}))
+        cat = build_catalog(cfg)
+        res[name] = (cat, compute_features(cat, feature_spec(cfg, cat), Window(0, 0, 64, 64)))
+        if name == "two":
+            assert len(cat.acquisitions) == 2 * len(res["one"][0].acquisitions)
+            run_pipeline(cfg)
+            assert json.loads((cfg.workdir / "final" / "metrics.json").read_text())["summary"]["oa"]["mean"] > 0.6
+    assert res["two"][0].grid == res["one"][0].grid
+    np.testing.assert_array_equal(res["two"][1].n_valid, res["one"][1].n_valid)
+    np.testing.assert_allclose(res["two"][1].values, res["one"][1].values, rtol=0, atol=1e-6)
