@@ -120,7 +120,7 @@ def main() -> None:
                 "cluster": {"n_workers": n, "threads_per_worker": 1, "memory_limit": "4GiB", "processes": True},
             }))
             cfg = config.load(cfg_path)
-            run_pipeline(cfg, to_step="train")
+            run_pipeline(cfg, to_step="compare_models")
             with PeakRSS() as rss:
                 t = time.time()
                 run_pipeline(cfg, from_step="classify", to_step="classify")

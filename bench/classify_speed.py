@@ -170,7 +170,7 @@ def main() -> None:
 
     # train once through chain; every engine below uses this forest or these pixels
     cfg = config.load(chain_config(root, stack, polys, "chain_w2t1", 2, 1))
-    run_pipeline(cfg, to_step="train")
+    run_pipeline(cfg, to_step="compare_models")
     model, manifest = models.load(cfg.workdir / "train" / "run_0")
     samples = Samples.from_npz(np.load(cfg.workdir / "sample" / "pixels.npz"))
     import pandas as pd
@@ -188,7 +188,7 @@ def main() -> None:
         name = f"chain_w{workers}t{threads}"
         c = cfg if name == "chain_w2t1" else config.load(chain_config(root, stack, polys, name, workers, threads))
         if c is not cfg:  # same training: reuse the model and samples of the first run
-            run_pipeline(c, to_step="train")
+            run_pipeline(c, to_step="compare_models")
         t = time.time()
         run_pipeline(c, from_step="classify", to_step="classify")
         rows.append((f"chain classify ({workers} worker(s) x {threads} thread(s))", time.time() - t))
@@ -235,7 +235,7 @@ def main() -> None:
             else:
                 src_stack = vrt_mosaic(stack, root / f"stack_{side}.vrt", side // args.size)
             c = config.load(chain_config(root, src_stack, polys, f"mem_{side}", 2, 1))
-            run_pipeline(c, to_step="train")
+            run_pipeline(c, to_step="compare_models")
             with PeakRSS() as rss:
                 t = time.time()
                 run_pipeline(c, from_step="classify", to_step="classify")
