@@ -45,8 +45,10 @@ def get_logger(name: str) -> logging.Logger:
 class Progress:
     """A progress bar when the CLI asked for one (a terminal), otherwise periodic log lines."""
 
-    def __init__(self, total: int, desc: str, logger: logging.Logger | None = None, unit: str = "tile"):
+    def __init__(self, total: int, desc: str, logger: logging.Logger | None = None, unit: str = "tile",
+                 log_lines: bool = True):
         self.total, self.desc, self.n = total, desc, 0
+        self.log_lines = log_lines  # False: a bar on a terminal, nothing in the logs (e.g. batches of an epoch)
         self.logger = logger or get_logger("chain.progress")
         self._bar = None
         self._next_log = 0.25
@@ -59,7 +61,7 @@ class Progress:
         self.n += k
         if self._bar is not None:
             self._bar.update(k)
-        elif self.total and self.n / self.total >= self._next_log:
+        elif self.log_lines and self.total and self.n / self.total >= self._next_log:
             self.logger.info("%s: %d/%d", self.desc, self.n, self.total)
             self._next_log = self.n / self.total + 0.25
 

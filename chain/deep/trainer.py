@@ -167,7 +167,9 @@ def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], cl
         for epoch in range(start, model_cfg.epochs if not stopped else start):
             net.train()
             t0, total, seen = time.time(), 0.0, 0
+            batches = Progress(len(sampler), f"epoch {epoch + 1}", log, unit="batch", log_lines=False)
             for *xs, yb in loader:
+                batches.update()
                 xb = {k: v.to(device, non_blocking=cuda).float() for k, v in zip(names, xs)}
                 if augment:
                     xb = _augment(xb, gen)
@@ -184,6 +186,7 @@ def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], cl
                     opt.step()
                 total += float(loss.detach()) * len(yb)
                 seen += len(yb)
+            batches.close()
             if sched is not None:
                 sched.step()
             row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t0,
