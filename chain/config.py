@@ -223,7 +223,10 @@ class M3FusionModel(DeepTraining):
 
     type: Literal["m3fusion"]
     rnn_units: int = Field(1024, ge=4)
-    vhr_patch: int = Field(25, ge=9)  # SPOT pixels a side (PAN + the MS bands at PAN resolution)
+    vhr_patch: int = Field(25, ge=9)  # SPOT pixels a side
+    # the VHR patch's channels: "stack" = PAN + the MS bands repeated onto the PAN pixels (5 channels);
+    # "pansharpened" = the 4 MS bands pansharpened to the PAN pixels on the fly (as in the paper)
+    vhr_input: Literal["stack", "pansharpened"] = "stack"
     cnn_channels: tuple[int, int] = (256, 512)  # the 7x7 conv, then the 3x3 convs and the 1x1 fusion
 
 
@@ -248,6 +251,7 @@ class RFPatchModel(RFModel):
     type: Literal["rf_patch"]  # type: ignore[assignment]
     patch_px: int = Field(3, ge=1)  # grid pixels a side (odd)
     pan_patch: int = Field(0, ge=0)  # SPOT PAN pixels a side, flattened too (0: none)
+    pxs_patch: int = Field(0, ge=0)  # pansharpened SPOT (4 bands at PAN pixels) a side, flattened too (0: none)
 
     @model_validator(mode="after")
     def _odd(self) -> "RFPatchModel":

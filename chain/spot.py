@@ -48,6 +48,7 @@ class SpotPair:
     ratio: int  # MS pixel size / PAN pixel size
     shift_m: tuple[float, float] = (0.0, 0.0)  # measured MS - PAN displacement (x east, y north), metres
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # band -> mean, std, p2, p98 (native DN)
+    pan_fit: tuple[float, ...] = ()  # PAN ~ sum(w_b MS_b) + c: weights of the MS bands, then c (for pansharpening)
 
     def feature_names(self) -> list[str]:
         names = [f"spot_{b}" for b in self.ms_bands]
@@ -57,12 +58,12 @@ class SpotPair:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["ms_bands"], d["shift_m"] = list(self.ms_bands), list(self.shift_m)
+        d["ms_bands"], d["shift_m"], d["pan_fit"] = list(self.ms_bands), list(self.shift_m), list(self.pan_fit)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SpotPair":
-        return cls(**{**d, "ms_bands": tuple(d["ms_bands"]), "shift_m": tuple(d["shift_m"])})
+        return cls(**{**d, "ms_bands": tuple(d["ms_bands"]), "shift_m": tuple(d["shift_m"]), "pan_fit": tuple(d.get("pan_fit", ()))})
 
 
 def find_image(path: Path, kind: str) -> str:
@@ -144,7 +145,7 @@ def inspect(pan: str, ms: str, ms_bands: tuple[str, ...] | None, nodata: float |
         log.warning("SPOT: the MS pixel corners are %.2f / %.2f PAN pixels off the PAN lattice (%s, %s)", off[0], off[1], ms, pan)
     nd = nodata if nodata is not None else hp["nodata"]
     pair = SpotPair(pan, ms, bands, nd, pan_res, ms_res, int(round(ratio)))
-    shift = measure_shift(pair, sample_px)
+    shift, pan_fit = measure_shift(pair, sample_px)
     limit = max_shift_px * ms_res
     level = logging.WARNING if math.hypot(*shift) > limit else logging.INFO
     log.log(level, "SPOT: MS vs PAN shift measured by phase correlation: dx=%+.2f m, dy=%+.2f m (%.2f MS px)%s",
@@ -152,7 +153,7 @@ def inspect(pan: str, ms: str, ms_bands: tuple[str, ...] | None, nodata: float |
             f" > inputs.spot.max_shift_px={max_shift_px}: check the co-registration of the pair" if level == logging.WARNING else "")
     stats = {"pan": band_stats(pan, 1, nd)[0]}
     stats.update(dict(zip(bands, band_stats(ms, hm["count"], nd))))
-    return SpotPair(pan, ms, bands, nd, pan_res, ms_res, int(round(ratio)), shift, stats)
+    return SpotPair(pan, ms, bands, nd, pan_res, ms_res, int(round(ratio)), shift, stats, pan_fit)
 
 
 def band_stats(path: str, count: int, nodata: float | None, max_px: int = 512) -> list[dict[str, float]]:
@@ -191,15 +192,16 @@ def _phase_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def measure_shift(pair: SpotPair, sample_px: int = 512) -> tuple[float, float]:
-    """MS - PAN displacement in metres (x east, y north), on a central window of at most sample_px MS pixels."""
+def measure_shift(pair: SpotPair, sample_px: int = 512) -> tuple[tuple[float, float], tuple[float, ...]]:
+    """MS - PAN displacement in metres (x east, y north), on a central window of at most sample_px MS pixels,
+    and the fit of PAN on the MS bands (weights, then intercept) made on the way."""
     with rasterio.open(pair.ms) as ms, rasterio.open(pair.pan) as pan:
         b = pan.bounds
         left, bottom = max(b.left, ms.bounds.left), max(b.bottom, ms.bounds.bottom)
         right, top = min(b.right, ms.bounds.right), min(b.top, ms.bounds.top)
         n = int(min(sample_px, (right - left) / pair.ms_res, (top - bottom) / pair.ms_res))
         if n < 16:
-            return (0.0, 0.0)
+            return (0.0, 0.0), ()
         cx, cy = (left + right) / 2, (top + bottom) / 2
         half = n * pair.ms_res / 2
         box = (cx - half, cy - half, cx + half, cy + half)
@@ -213,7 +215,7 @@ def measure_shift(pair: SpotPair, sample_px: int = 512) -> tuple[float, float]:
     coef, *_ = np.linalg.lstsq(design, p.ravel(), rcond=None)
     synth = (design @ coef).reshape(p.shape)
     dy, dx = _phase_correlation(p, synth)
-    return (float(dx * pair.ms_res), float(-dy * pair.ms_res))
+    return (float(dx * pair.ms_res), float(-dy * pair.ms_res)), tuple(float(c) for c in coef)
 
 
 def _fine_grid(grid: GridSpec, window: Window, pan_res: float) -> tuple[GridSpec, Window, int]:

@@ -45,8 +45,8 @@ def _model(kind):
 
 
 def _config(scene, folder, kind, **extra):
-    return config.load(tiny_config(scene, folder, inputs=INPUTS[kind], model=_model(kind),
-                                   split={"scheme": "64/16/20", "small_class": "drop"}, **extra))
+    extra = {"model": _model(kind), "split": {"scheme": "64/16/20", "small_class": "drop"}, **extra}
+    return config.load(tiny_config(scene, folder, inputs=INPUTS[kind], **extra))
 
 
 def _fake_batch(shapes, n=6, seed=0):
@@ -242,3 +242,28 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in hist_ref]
     for k, v in reference.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_pansharpened_patches_keep_the_ms_level_and_add_pan_detail(scene, tmp_path):
+    cfg = _config(scene, tmp_path / "pxs", "m3fusion", model={**_model("m3fusion"), "vhr_input": "pansharpened"})
+    cat = build_catalog(cfg)
+    spec = feature_spec(cfg, cat)
+    assert len(cat.spot.pan_fit) == len(cat.spot.ms_bands) + 1
+    (s2, vhr) = model_inputs(cfg.model, spec, cat)
+    assert vhr.kind == "pxs" and vhr.channels(cat) == 4
+    block = TileBlock(cat, spec, [PatchInput("pxs", "pxs", 24)], Window(10, 10, 20, 20))
+    pxs = block.gather(np.array([20]), np.array([20]))["pxs"][0]  # (4, 24, 24) at 1.5 m
+    with rasterio.open(cat.spot.pan) as src:
+        x, y = cat.grid.affine * (20.5, 20.5)
+        pc, pr = ~src.transform * (x, y)
+        pan = src.read(1, window=Window(int(np.floor(pc - 12 + 0.5)), int(np.floor(pr - 12 + 0.5)), 24, 24)).astype(float)
+    # the PAN's detail is there: each band follows the PAN pixel by pixel
+    for b in range(4):
+        assert np.corrcoef(pxs[b].ravel(), pan.ravel())[0, 1] > 0.6
+    # and the level of each band is the MS one: 4x4 PAN blocks average back to the MS pixels (about)
+    with rasterio.open(cat.spot.ms) as src:
+        ms = src.read(window=Window(int(np.floor(pc / 4 - 3 + 0.5)), int(np.floor(pr / 4 - 3 + 0.5)), 6, 6)).astype(float)
+    back = pxs.reshape(4, 6, 4, 6, 4).mean(axis=(2, 4))
+    assert np.median(np.abs(back - ms) / ms) < 0.15
+    run_pipeline(cfg)  # M3Fusion on the pansharpened patches, end to end
+    assert json.loads((cfg.workdir / "train" / "run_0" / "manifest.json").read_text())["shapes"]["vhr"]["channels"] == 4

@@ -26,7 +26,7 @@ from chain.catalog import Catalog
 from chain.errors import ConfigError
 from chain.features import FeatureSpec, compute_features
 
-NATIVE = ("pan", "ms", "vhr")
+NATIVE = ("pan", "ms", "vhr", "pxs")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class PatchInput:
         if self.kind == "grid":
             return len(self.index)
         n_ms = len(cat.spot.ms_bands)
-        return {"pan": 1, "ms": n_ms, "vhr": 1 + n_ms}[self.kind]
+        return {"pan": 1, "ms": n_ms, "vhr": 1 + n_ms, "pxs": n_ms}[self.kind]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -169,14 +169,16 @@ class TileBlock:
             right = int(np.floor(cc.max() - inp.size / 2 + 0.5)) + inp.size + 1
             arr = _clip_pad(lambda win: src.read(window=win).astype(np.float32), top, left, bottom - top, right - left,
                             src.height, src.width)
-            if inp.kind == "vhr":
+            if inp.kind in ("vhr", "pxs"):
                 with rasterio.open(spot.ms) as ms:
-                    # the MS bands on the PAN pixels of the same window (nearest: each MS pixel repeated ratio x ratio)
+                    # the MS bands on the PAN pixels of the same window: repeated (vhr: nearest, each MS pixel
+                    # ratio x ratio times) or interpolated (pxs: bilinear, then pansharpened)
                     bounds = rasterio.windows.bounds(Window(left, top, right - left, bottom - top), src.transform)
                     mwin = rasterio.windows.from_bounds(*bounds, transform=ms.transform)
+                    how = Resampling.nearest if inp.kind == "vhr" else Resampling.bilinear
                     msarr = ms.read(window=mwin, out_shape=(ms.count, arr.shape[1], arr.shape[2]), boundless=True,
-                                    fill_value=spot.nodata or 0, resampling=Resampling.nearest).astype(np.float32)
-                arr = np.concatenate([arr, msarr])
+                                    fill_value=spot.nodata or 0, resampling=how).astype(np.float32)
+                arr = np.concatenate([arr, msarr]) if inp.kind == "vhr" else pansharpen(arr[0], msarr, spot.pan_fit)
         self.arrays[inp.name] = arr
         self.origin[inp.name] = (top, left)
 
@@ -208,10 +210,25 @@ class TileBlock:
         return out
 
 
+def pansharpen(pan: np.ndarray, ms: np.ndarray, fit: tuple[float, ...]) -> np.ndarray:
+    """Component substitution: each MS band (on the PAN pixels) x PAN / synthetic PAN.
+
+    The synthetic PAN is the ingest's least-squares fit of PAN on the MS bands, so the ratio carries
+    the PAN's spatial detail and keeps each band's level (a Brovey transform with fitted weights).
+    """
+    if not fit:
+        synth = ms.mean(axis=0)
+    else:
+        synth = np.tensordot(np.asarray(fit[:-1], np.float32), ms, axes=1) + np.float32(fit[-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(synth > 1e-6, pan / synth, 1.0).astype(np.float32)
+    return ms * np.clip(gain, 0.0, 4.0)[None]
+
+
 def model_inputs(model: Any, spec: FeatureSpec, cat: Catalog) -> list[PatchInput]:
     """The patch inputs of a model config (raises ConfigError when the inputs it needs are missing)."""
     kind = model.type
-    if kind in ("multiresolcc", "m3fusion") or (kind == "rf_patch" and model.pan_patch):
+    if kind in ("multiresolcc", "m3fusion") or (kind == "rf_patch" and (model.pan_patch or model.pxs_patch)):
         if cat.spot is None:
             raise ConfigError(f"model.type {kind!r} needs a SPOT PAN + MS pair: add inputs.spot")
     if kind == "multiresolcc":
@@ -220,14 +237,16 @@ def model_inputs(model: Any, spec: FeatureSpec, cat: Catalog) -> list[PatchInput
         return [PatchInput("pan", "pan", model.pan_patch), PatchInput("ms", "ms", model.pan_patch // cat.spot.ratio)]
     if kind == "m3fusion":
         index, T = s2_series_index(spec)
-        return [PatchInput("s2", "grid", 1, index, T), PatchInput("vhr", "vhr", model.vhr_patch)]
+        vhr = "pxs" if model.vhr_input == "pansharpened" else "vhr"
+        return [PatchInput("s2", "grid", 1, index, T), PatchInput("vhr", vhr, model.vhr_patch)]
     if kind == "twinns":
         i2, t2 = s2_series_index(spec)
         i1, t1 = s1_series_index(spec)
         return [PatchInput("s2", "grid", model.patch, i2, t2), PatchInput("s1", "grid", model.patch, i1, t1)]
     if kind == "rf_patch":
         inputs = [PatchInput("features", "grid", model.patch_px, tuple(range(len(spec.names))))]
-        return inputs + ([PatchInput("pan", "pan", model.pan_patch)] if model.pan_patch else [])
+        return (inputs + ([PatchInput("pan", "pan", model.pan_patch)] if model.pan_patch else [])
+                + ([PatchInput("pxs", "pxs", model.pxs_patch)] if model.pxs_patch else []))
     raise ConfigError(f"model.type {kind!r} has no patch inputs")
 
 
