@@ -24,7 +24,7 @@ def preflight(ctx: Context) -> tuple[cat_mod.Catalog, Any]:
 @register
 class Ingest(Step):
     name = "ingest"
-    version = "3"
+    version = "4"
 
     def check(self, ctx: Context) -> None:
         preflight(ctx)
