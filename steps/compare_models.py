@@ -42,17 +42,13 @@ def predict_samples(ctx: Context, folder: Path, ev: Samples) -> np.ndarray:
         model, _ = models.load(folder)
         fast = forest.FastForest(model) if forest.available() and forest.supports(model) else model
         return np.asarray(model.classes_)[np.asarray(fast.predict_proba(ev.X)).argmax(1)]
-    from chain.deep.inputs import TileBlock
-    from chain.grid import make_tiles
+    from chain.deep.inputs import TileBlock, by_tile
 
-    cat, spec, ts = common.catalog(ctx), common.spec(ctx), ctx.cfg.grid.tile_size_px
+    cat, spec = common.catalog(ctx), common.spec(ctx)
     model = PatchModel(folder, threads=ctx.cfg.cluster.threads_per_worker * ctx.cfg.cluster.n_workers)
-    tiles = {(int(t.window.row_off), int(t.window.col_off)): t for t in make_tiles(cat.grid, ts)}
-    key = (ev.row // ts) * ts * (cat.grid.width + ts) + (ev.col // ts) * ts
     out = np.zeros(len(ev.row), np.int64)
-    for k in np.unique(key):
-        idx = np.flatnonzero(key == k)
-        block = TileBlock(cat, spec, model.inputs, tiles[(int(ev.row[idx[0]] // ts * ts), int(ev.col[idx[0]] // ts * ts))].window)
+    for window, idx in by_tile(cat, ev.row, ev.col, ctx.cfg.grid.tile_size_px):
+        block = TileBlock(cat, spec, model.inputs, window)
         for s in range(0, len(idx), model.batch):
             part = idx[s:s + model.batch]
             proba = model.predict_batch(block.gather(ev.row[part], ev.col[part]))

@@ -250,23 +250,28 @@ def model_inputs(model: Any, spec: FeatureSpec, cat: Catalog) -> list[PatchInput
     raise ConfigError(f"model.type {kind!r} has no patch inputs")
 
 
+def by_tile(cat: Catalog, rows: np.ndarray, cols: np.ndarray, tile_size: int) -> list[tuple[Window, np.ndarray]]:
+    """The grid pixels (rows, cols) grouped by the tile of ``tile_size`` holding them: (tile window, their indices)."""
+    from chain.grid import make_tiles
+
+    tiles = {(int(t.window.row_off), int(t.window.col_off)): t.window for t in make_tiles(cat.grid, tile_size)}
+    r0, c0 = rows // tile_size * tile_size, cols // tile_size * tile_size
+    key = r0.astype(np.int64) * (cat.grid.width + tile_size) + c0
+    order = np.argsort(key, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(key[order])) + 1) if len(order) else []
+    return [(tiles[(int(r0[g[0]]), int(c0[g[0]]))], g) for g in groups]
+
+
 def extract(cat: Catalog, spec: FeatureSpec, inputs: list[PatchInput], rows: np.ndarray, cols: np.ndarray,
             tile_size: int, dtype: Any = np.float16, desc: str = "patches") -> dict[str, np.ndarray]:
     """Patches of grid pixels (rows, cols), in that order: each tile of the grid is read once for all its pixels."""
-    from chain.grid import make_tiles
     from chain.log import Progress
 
-    tiles = {(int(t.window.row_off), int(t.window.col_off)): t for t in make_tiles(cat.grid, tile_size)}
-    key = (rows // tile_size) * tile_size * (cat.grid.width + tile_size) + (cols // tile_size) * tile_size
     out: dict[str, np.ndarray] = {}
-    order = np.argsort(key, kind="stable")
-    bounds = np.flatnonzero(np.diff(key[order])) + 1
-    groups = np.split(order, bounds) if len(order) else []
+    groups = by_tile(cat, rows, cols, tile_size)
     with Progress(len(groups), desc) as bar:
-        for idx in groups:
-            r, c = int(rows[idx[0]] // tile_size * tile_size), int(cols[idx[0]] // tile_size * tile_size)
-            block = TileBlock(cat, spec, inputs, tiles[(r, c)].window)
-            for name, arr in block.gather(rows[idx], cols[idx]).items():
+        for window, idx in groups:
+            for name, arr in TileBlock(cat, spec, inputs, window).gather(rows[idx], cols[idx]).items():
                 if name not in out:
                     out[name] = np.empty((len(rows), *arr.shape[1:]), dtype)
                 out[name][idx] = arr
