@@ -160,6 +160,13 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
     if models:
         parts.append("<h2>Models</h2>" + html_table(["model", "parameters", "OA", "kappa"],
                                                 [[m["name"], m["params"], _fmt(s["oa"]), _fmt(s["kappa"])] for m in models]))
+    curves = [Path(c) for c in context.get("training_curves", []) if Path(c).exists()]
+    if curves:
+        imgs = "".join(f"<figure><img alt='training curves run {i}' src='data:image/png;base64,"
+                       f"{base64.b64encode(c.read_bytes()).decode()}'><figcaption>run {i}</figcaption></figure>"
+                       for i, c in enumerate(curves))
+        parts.append("<h2>Training curves</h2>" + imgs + "<p class='note'>Loss per epoch (and validation accuracy with the "
+                     "64/16/20 split); the weights kept are those of the best epoch.</p>")
     comparison = context.get("comparison") or {}
     if comparison.get("models"):
         rows = [[m["name"], ", ".join(f"{k}={v}" for k, v in m["params"].items() if k != "type"), _fmt(m["summary"]["oa"]),

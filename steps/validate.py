@@ -48,7 +48,7 @@ def confusion_of_maps(map_paths: list[Path], polys: Any, cat: Catalog, tiles: li
 class Validate(Step):
     name = "validate"
     requires = ("regularize", "split", "compare_models")
-    version = "4"
+    version = "5"
 
     def params(self, ctx: Context) -> dict[str, Any]:
         return {"tile_size_px": ctx.cfg.grid.tile_size_px}
@@ -137,4 +137,5 @@ def report_context(ctx: Context) -> dict[str, Any]:
         "durations": durations,
         "models": [{"name": cfg.model.type, "params": ", ".join(f"{k}={v}" for k, v in model.items())}],
         "comparison": read_comparison(ctx),
+        "training_curves": [str(ctx.dir("train") / f"run_{r}" / "curves.png") for r in common.runs(ctx)],
     }

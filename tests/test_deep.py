@@ -209,7 +209,8 @@ def test_compare_models_scores_every_model_on_the_same_pixels(scene, tmp_path):
     metrics = json.loads((cfg.workdir / "final" / "metrics.json").read_text())
     assert abs(metrics["runs"][0]["oa"] - comparison["models"][0]["runs"][0]["oa"]) < 0.02
     assert "Model comparison" in (cfg.workdir / "final" / "RESULTS.txt").read_text()
-    assert "Model comparison" in (cfg.workdir / "final" / "report.html").read_text()
+    html = (cfg.workdir / "final" / "report.html").read_text()
+    assert "Model comparison" in html and html.count("alt='training curves run") == 2
     for m in comparison["models"][1:]:
         assert (cfg.workdir / "compare_models" / f"model_{comparison['models'].index(m)}" / "run_1" / "manifest.json").exists()
 
