@@ -176,6 +176,11 @@ def test_models_check_their_inputs_before_any_work(scene, tmp_path):
     cfg = config.load(tiny_config(scene, tmp_path / "b", inputs=INPUTS["multiresolcc"], model={**_model("multiresolcc"), "pan_patch": 12}))
     with pytest.raises(ConfigError, match="too small"):
         run_pipeline(cfg)
+    cfg = config.load(tiny_config(scene, tmp_path / "crs", inputs=INPUTS["multiresolcc"], model=_model("multiresolcc"),
+                                  grid={"crs": "EPSG:32739", "resolution_m": 6, "tile_size_px": 32}))
+    with pytest.raises(ConfigError, match="set grid.crs to their CRS"):
+        run_pipeline(cfg)
+    assert not (cfg.workdir / "sample").exists()
     if not torch.cuda.is_available():
         cfg = config.load(tiny_config(scene, tmp_path / "c", inputs=INPUTS["twinns"], model={**_model("twinns"), "device": "cuda"}))
         with pytest.raises(ConfigError, match="no CUDA"):

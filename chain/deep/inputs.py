@@ -231,6 +231,10 @@ def model_inputs(model: Any, spec: FeatureSpec, cat: Catalog) -> list[PatchInput
     if kind in ("multiresolcc", "m3fusion") or (kind == "rf_patch" and (model.pan_patch or model.pxs_patch)):
         if cat.spot is None:
             raise ConfigError(f"model.type {kind!r} needs a SPOT PAN + MS pair: add inputs.spot")
+        with rasterio.open(cat.spot.pan) as src:
+            if src.crs != cat.grid.crs:
+                raise ConfigError(f"model.type {kind!r} reads SPOT patches on the images' own pixels: set grid.crs to their CRS "
+                                  f"({src.crs.to_string()}; the grid is in {cat.grid.crs.to_string()})")
     if kind == "multiresolcc":
         if model.pan_patch % cat.spot.ratio:
             raise ConfigError(f"model.pan_patch ({model.pan_patch}) must be a multiple of the MS/PAN ratio ({cat.spot.ratio})")
