@@ -171,7 +171,7 @@ def list_steps() -> None:
 
     for name in step_names():
         doc = (sys.modules[REGISTRY[name].__module__].__doc__ or "").strip().splitlines()[0]
-        click.echo(f"{name:<10} {doc.split(':', 1)[-1].strip()}")
+        click.echo(f"{name:<15} {doc.split(':', 1)[-1].strip()}")
 
 
 def _print_summary(reports: list[Any], workdir: Path, dry_run: bool) -> None:
@@ -179,7 +179,7 @@ def _print_summary(reports: list[Any], workdir: Path, dry_run: bool) -> None:
     for r in reports:
         extra = f"{r.seconds:6.1f} s" if r.action == "ran" else ""
         why = f"  ({r.reason})" if r.reason else ""
-        click.echo(f"  {r.step:<10} {r.action:<11} {extra}{why}")
+        click.echo(f"  {r.step:<15} {r.action:<11} {extra}{why}")
     if not dry_run:
         final = workdir / "final"
         if (final / "RESULTS.txt").exists():

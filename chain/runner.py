@@ -286,7 +286,7 @@ def run_pipeline(
                     continue
                 if d.reason is None:
                     reports.append(StepReport(name, "up to date" if dry_run else "skipped", None))
-                    log.info("%-9s up to date", name)
+                    log.info("%-14s up to date", name)
                     continue
                 if dry_run:
                     reports.append(StepReport(name, "would run", d.reason))
@@ -304,7 +304,7 @@ def _run_step(step: Step, ctx: Context, d: Decision) -> StepReport:
     resumable = d.record is not None and d.record.get("signature") == d.signature and d.reason != "forced"
     if not resumable:
         _clear_outputs(step, ctx)
-    log.info("%-9s running: %s", step.name, d.reason)
+    log.info("%-14s running: %s", step.name, d.reason)
     rec_path = ledger_path(ctx.workdir, step.name)
     started = time.time()
     write_json(rec_path, {**d.payload, "signature": d.signature, "status": "started", "started": started})
@@ -314,5 +314,5 @@ def _run_step(step: Step, ctx: Context, d: Decision) -> StepReport:
         raise StepError(f"step {step.name!r} finished without producing {missing[0]} (a bug: please report it)")
     elapsed = time.time() - started
     write_json(rec_path, {**d.payload, "signature": d.signature, "status": "done", "started": started, "seconds": elapsed})
-    log.info("%-9s done in %.1f s", step.name, elapsed)
+    log.info("%-14s done in %.1f s", step.name, elapsed)
     return StepReport(step.name, "ran", d.reason, elapsed)

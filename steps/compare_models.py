@@ -1,5 +1,7 @@
-"""compare_models: the run's model and every ``compare_models`` entry, trained on the same split and
-scored on the same evaluation pixels (all of them, tile by tile, no maps) -> compare/comparison.json.
+"""compare_models: more models on the same split, scored with the run's model on the same evaluation pixels.
+
+The run's model and every ``compare_models`` entry are trained on the same split and scored on all
+the evaluation pixels (tile by tile, no maps) -> compare_models/comparison.json.
 
 This is how a deep model meets its Random Forest counterparts (pixel RF, RF on flattened patches)
 on equal terms; validate puts the table (model x metric, mean +- CI over runs) in the report.
