@@ -21,16 +21,16 @@ _models: dict[tuple[str, int, str, int], Any] = {}
 
 
 def _cached_model(folder: Path, engine: str = "sklearn", threads: int = 1) -> Any:
-    """The model of ``folder``, loaded (and compiled) once per worker process, not once per tile."""
-    key = (str(folder), (folder / "model.joblib").stat().st_mtime_ns, engine, threads)
+    """The model of ``folder`` (pixel RF, or a ``PatchModel``), loaded (and compiled) once per worker process."""
+    key = (str(folder), (folder / "manifest.json").stat().st_mtime_ns, engine, threads)
     if key not in _models:
         _models.clear()
-        model = models.load(folder)[0]
-        if engine != "sklearn" and forest.available() and forest.supports(model):
-            model = forest.FastForest(model, threads)
-        elif hasattr(model, "n_jobs"):
-            model.n_jobs = threads  # parallelism comes from the dask workers: do not oversubscribe cores
-        _models[key] = model
+        from chain.deep.infer import PatchModel, is_patch_model
+
+        if is_patch_model(folder):
+            _models[key] = PatchModel(folder, threads)
+        else:
+            _models[key] = forest.evaluator(models.load(folder)[0], threads, compiled=engine != "sklearn")
     return _models[key]
 
 
@@ -81,14 +81,11 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
     The validity count comes with the features at no extra read, so PixelsValidity is written here
     (for one run) rather than by a separate pass over every band.
     """
-    from chain.deep.infer import is_patch_model, load_cached
-
-    if is_patch_model(model_dir):
-        model = load_cached(model_dir, threads, _models)
+    model = _cached_model(model_dir, engine, threads)
+    if hasattr(model, "predict_window"):  # a patch model reads its own sources, with a halo
         valid, probs, per_sensor = model.predict_window(cat, spec, tile.window)
         lab, cf, pr = _encode(np.asarray(model.classes_), probs, probabilities)
     else:
-        model = _cached_model(model_dir, engine, threads)
         block = compute_features(cat, spec, tile.window)
         per_sensor = block.per_sensor
         valid = block.valid & np.isfinite(block.values).all(axis=0)

@@ -243,11 +243,8 @@ def _series_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
     in_days = gapfill.to_days(cat.dates)
     out_days = gapfill.to_days(list(spec.dates))
     fill = gapfill.spline if spec.method == "spline" else gapfill.linear
-    if per_product_reflectance(cat):
-        # already reflectance (offsets differ between products): gap-fill it as it is
-        filled = fill(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
-    else:
-        filled = fill(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
+    filled = fill(raw.reshape(T, B, h * w), valid.reshape(T, h * w), in_days, out_days)
+    if not per_product_reflectance(cat):  # else already reflectance (offsets differ between products)
         filled = filled * np.float32(cat.scale) + np.float32(cat.offset)  # (T_out, B, N) reflectance
     bands = {name: filled[:, i, :] for i, name in enumerate(cat.bands)}
     blocks = [filled.transpose(1, 0, 2)]  # (B, T_out, N): band-major, as in FeatureSpec.names

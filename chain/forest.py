@@ -178,6 +178,15 @@ def predict_proba(forest: CompiledForest, X: np.ndarray, threads: int | None = N
     return predict_proba_features_major(forest, np.asarray(X, dtype=np.float32).T, threads)
 
 
+def evaluator(model: Any, threads: int | None = None, compiled: bool = True) -> Any:
+    """``model`` as classification should evaluate it: compiled when it can be, else with ``threads`` jobs."""
+    if compiled and available() and supports(model):
+        return FastForest(model, threads)
+    if threads and hasattr(model, "n_jobs"):
+        model.n_jobs = threads  # parallelism comes from the dask workers: do not oversubscribe cores
+    return model
+
+
 class FastForest:
     """Wraps a fitted RandomForestClassifier: same ``classes_`` and ``predict_proba``, compiled."""
 

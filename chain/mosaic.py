@@ -30,9 +30,8 @@ def assemble(
     with rasterio.open(tile_path[tiles[0].id]) as first:
         count = first.count
         tile_descriptions = [d or "" for d in first.descriptions]
-    descriptions = [description] if isinstance(description, str) else (description or [])
-    if any(tile_descriptions):
-        descriptions = tile_descriptions  # the tiles name their bands (e.g. PixelsValidity, one band per sensor)
+    # no description given: the tiles' own band names (PixelsValidity names one band per sensor)
+    descriptions = [description] if isinstance(description, str) else (description or tile_descriptions)
     with atomic_path(out_path) as tmp:
         stage = tmp.with_name(tmp.stem + ".stage.tif") if cog else tmp
         profile = {

@@ -32,7 +32,7 @@ def summarize(runs: list[dict[str, Any]], labels: list[int]) -> dict[str, Any]:
     return out
 
 
-def _pm(a: dict[str, float], digits: int = 3) -> str:
+def mean_ci_text(a: dict[str, float], digits: int = 3) -> str:
     return f"{a['mean']:.{digits}f}" + ("" if np.isnan(a["ci95"]) else f" +- {a['ci95']:.{digits}f}")
 
 
@@ -48,12 +48,12 @@ def results_text(runs: list[dict[str, Any]], summary: dict[str, Any], labels: li
             lines.append(f"{c:>{width}}  " + "".join(f"{v:>{width}}" for v in row))
         lines += ["", f"KAPPA : {m['kappa']:.3f}", f"OA : {m['oa']:.3f}", ""]
     lines += [f"#################### Summary over {len(runs)} run(s): mean +- 95% CI ####################", "",
-              f"OA = {_pm(summary['oa'])}", f"Kappa = {_pm(summary['kappa'])}", "",
+              f"OA = {mean_ci_text(summary['oa'])}", f"Kappa = {mean_ci_text(summary['kappa'])}", "",
               f"{'class':<28}{'Precision':>18}{'Recall':>18}{'F1':>18}"]
     for c in labels:
         pc = summary["per_class"][str(c)]
         label = f"{c} {names.get(c, '')}".strip()
-        lines.append(f"{label:<28}{_pm(pc['precision']):>18}{_pm(pc['recall']):>18}{_pm(pc['f1']):>18}")
+        lines.append(f"{label:<28}{mean_ci_text(pc['precision']):>18}{mean_ci_text(pc['recall']):>18}{mean_ci_text(pc['f1']):>18}")
     return "\n".join(lines) + "\n"
 
 

@@ -37,7 +37,7 @@ class Classify(Step):
         for run in common.runs(ctx):
             mdir = model_dir(ctx, run)
             inputs = None
-            if ctx.cfg.model.type != "rf" and ctx.cfg.model.type != "sklearn":
+            if ctx.cfg.model.type != "rf":
                 from chain.deep.inputs import model_inputs
 
                 inputs = [i.to_dict() for i in model_inputs(ctx.cfg.model, spec, cat)]

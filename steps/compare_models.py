@@ -41,9 +41,8 @@ def predict_samples(ctx: Context, folder: Path, ev: Samples) -> np.ndarray:
     if not is_patch_model(folder):
         from chain import forest, models
 
-        model, _ = models.load(folder)
-        fast = forest.FastForest(model) if forest.available() and forest.supports(model) else model
-        return np.asarray(model.classes_)[np.asarray(fast.predict_proba(ev.X)).argmax(1)]
+        model = forest.evaluator(models.load(folder)[0])
+        return np.asarray(model.classes_)[np.asarray(model.predict_proba(ev.X)).argmax(1)]
     from chain.deep.inputs import TileBlock, by_tile
 
     cat, spec = common.catalog(ctx), common.spec(ctx)

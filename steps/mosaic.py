@@ -57,7 +57,7 @@ class Mosaic(Step):
         write_text(ctx.final / "nomenclature.csv", nomenclature_csv(classes))
         vdir = tiles_dir(ctx, 0)
         assemble(ctx.final / "PixelsValidity.tif", cat.grid, tiles, {t.id: validity_path(vdir, t) for t in tiles},
-                 "uint16", None, description="clear observations", cog=m.cog, compress=m.compress,
+                 "uint16", None, cog=m.cog, compress=m.compress,
                  overview_resampling="average")
 
     def _fuse(self, ctx: Context, cmap: dict, classes: dict) -> None:

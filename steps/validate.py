@@ -16,7 +16,7 @@ from chain.catalog import Catalog
 from chain.grid import Tile
 from chain.metrics import confusion
 from chain.mosaic import read_window_array
-from chain.report import run_metrics, write_reports
+from chain.report import mean_ci_text, run_metrics, write_reports
 from chain.sampling import polygons_in_tile, rasterize_ids
 from chain.split import evaluation_set
 from chain.runner import Context, Step, read_record, register, step_names
@@ -89,15 +89,11 @@ def read_comparison(ctx: Context) -> dict[str, Any]:
 
 
 def comparison_text(comparison: dict[str, Any]) -> str:
-    def f(agg: dict[str, float]) -> str:
-        ci = agg.get("ci95")
-        return f"{agg['mean']:.3f}" + ("" if ci is None or ci != ci else f" +- {ci:.3f}")
-
     lines = [f"Model comparison (same split, all {comparison['part']} pixels; mean +- 95 % CI over runs)", "",
              f"{'model':<22}{'OA':>18}{'kappa':>18}{'mean F1':>18}"]
     for m in comparison["models"]:
         s = m["summary"]
-        lines.append(f"{m['name']:<22}{f(s['oa']):>18}{f(s['kappa']):>18}{f(s['f1_mean']):>18}")
+        lines.append(f"{m['name']:<22}{mean_ci_text(s['oa']):>18}{mean_ci_text(s['kappa']):>18}{mean_ci_text(s['f1_mean']):>18}")
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,6 @@ is bounded by the tile and the batch size, whatever the scene.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -39,10 +38,7 @@ class PatchModel:
 
             from chain import forest
 
-            rf = joblib.load(folder / "model.joblib")
-            self.rf = forest.FastForest(rf, threads) if forest.available() and forest.supports(rf) else rf
-            if hasattr(self.rf, "n_jobs"):
-                self.rf.n_jobs = threads
+            self.rf = forest.evaluator(joblib.load(folder / "model.joblib"), threads)
         else:
             import torch
 
@@ -88,10 +84,3 @@ def is_patch_model(folder: Path) -> bool:
 
     return json.loads((folder / "manifest.json").read_text()).get("type") in (*DEEP_TYPES, "rf_patch")
 
-
-def load_cached(folder: Path, threads: int, cache: dict[Any, Any]) -> PatchModel:
-    key = ("patch", str(folder), (folder / "manifest.json").stat().st_mtime_ns, threads)
-    if key not in cache:
-        cache.clear()
-        cache[key] = PatchModel(folder, threads)
-    return cache[key]

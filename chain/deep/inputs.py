@@ -110,6 +110,7 @@ class TileBlock:
         grid = cat.grid
         self.arrays: dict[str, np.ndarray] = {}
         self.origin: dict[str, tuple[int, int]] = {}  # (row, col) of arrays[..][:, 0, 0] in the source's pixels
+        self.native_transform: dict[str, Any] = {}  # SPOT image path -> its affine transform
         r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
         grid_inputs = [i for i in inputs if i.kind == "grid"]
         self.valid = None
@@ -154,8 +155,6 @@ class TileBlock:
 
     def _read_native(self, inp: PatchInput, r0: int, c0: int, h: int, w: int) -> None:
         spot = self.cat.spot
-        if not hasattr(self, "native_transform"):
-            self.native_transform = {}
         path = spot.ms if inp.kind == "ms" else spot.pan
         with rasterio.open(path) as src:
             if src.crs != self.cat.grid.crs:

@@ -241,7 +241,7 @@ def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str,
                                           "versions": {**versions(), "torch": torch.__version__}})
 
 
-def load(folder: Path, model_cfg_cls: Any = None) -> tuple[nn.Module, dict[str, Any], Normaliser]:
+def load(folder: Path) -> tuple[nn.Module, dict[str, Any], Normaliser]:
     from chain import config as config_mod
 
     manifest = json.loads((folder / "manifest.json").read_text())
