@@ -11,7 +11,8 @@ from chain import forest, models
 from chain.catalog import Catalog
 from chain.features import FeatureSpec, compute_features
 from chain.grid import Tile
-from chain.raster import write_tile
+from chain.masks import finite_everywhere
+from chain.raster import pixel_major, write_tile
 
 CLASS_NODATA = 0
 CONF_NODATA = 255
@@ -21,16 +22,24 @@ _models: dict[tuple[str, int, str, int], Any] = {}
 
 
 def _cached_model(folder: Path, engine: str = "sklearn", threads: int = 1) -> Any:
-    """The model of ``folder`` (pixel RF, or a ``PatchModel``), loaded (and compiled) once per worker process."""
-    key = (str(folder), (folder / "manifest.json").stat().st_mtime_ns, engine, threads)
+    """The model of ``folder`` (pixel RF, or a ``PatchModel``), loaded (and compiled) once per worker process.
+
+    ``folder`` may also be a compiled forest file (``forest.compiled_file``): loaded without scikit-learn.
+    """
+    stamp = folder if folder.suffix == ".npz" else folder / "manifest.json"
+    key = (str(folder), stamp.stat().st_mtime_ns, engine, threads)
     if key not in _models:
         _models.clear()
         from chain.deep.infer import PatchModel, is_patch_model
 
-        if is_patch_model(folder):
+        if folder.suffix == ".npz":
+            _models[key] = forest.FastForest(forest.load(folder))
+        elif is_patch_model(folder):
             _models[key] = PatchModel(folder, threads)
         else:
             _models[key] = forest.evaluator(models.load(folder)[0], threads, compiled=engine != "sklearn")
+        if isinstance(_models[key], forest.FastForest):
+            _models[key].threads = 1  # dask runs one tile per thread: a compiled forest walks each tile serially
     return _models[key]
 
 
@@ -55,8 +64,12 @@ def predict_block(model: Any, values: np.ndarray, valid: np.ndarray, with_proba:
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``predict_pixels`` for the valid pixels of a (F, h, w) block."""
     if isinstance(model, forest.FastForest):
-        # the compiled forest reads the block as it is (no transposed copy); nodata pixels are dropped after
-        proba = model.predict_proba_features_major(values.reshape(values.shape[0], -1))[valid.ravel()]
+        # the compiled forest reads the block in its own layout (no transposed copy); nodata pixels are dropped after
+        pixels = pixel_major(values)
+        if pixels is not None:
+            proba = model.predict_proba(pixels)[valid.ravel()]
+        else:
+            proba = model.predict_proba_features_major(values.reshape(values.shape[0], -1))[valid.ravel()]
         return _encode(np.asarray(model.classes_), proba, with_proba)
     return predict_pixels(model, values[:, valid].T, with_proba)
 
@@ -78,6 +91,8 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
                   validity: bool = False) -> str:
     """Class and confidence tiles (+ probabilities, + the clear-observation count when ``validity``).
 
+    ``model_dir`` is a trained model's folder, or the compiled forest file made from it.
+
     The validity count comes with the features at no extra read, so PixelsValidity is written here
     (for one run) rather than by a separate pass over every band.
     """
@@ -88,7 +103,7 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
     else:
         block = compute_features(cat, spec, tile.window)
         per_sensor = block.per_sensor
-        valid = block.valid & np.isfinite(block.values).all(axis=0)
+        valid = block.valid & finite_everywhere(block.values)
         if valid.any():
             lab, cf, pr = predict_block(model, block.values, valid, probabilities)
     h, w = valid.shape

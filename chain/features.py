@@ -18,7 +18,8 @@ from chain import gapfill
 from chain.catalog import Catalog
 from chain.config import Config
 from chain.errors import ConfigError
-from chain.raster import read_on_grid
+from chain.masks import finite_everywhere
+from chain.raster import pixel_major, read_on_grid
 
 
 def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -180,11 +181,13 @@ def read_stack(cat: Catalog, window: Window) -> tuple[np.ndarray, np.ndarray]:
     for f in cat.stack:
         arr = read_on_grid(f.path, cat.grid, window, Resampling[cat.stack_resampling], nodata=cat.stack_nodata,
                            band=list(range(1, len(f.names) + 1))).astype(np.float32, copy=False)
-        ok = np.isfinite(arr).all(axis=0)
-        if cat.stack_nodata is not None:
-            ok &= (arr != np.float32(cat.stack_nodata)).all(axis=0)
         parts.append(arr)
+        ok = finite_everywhere(arr, None if cat.stack_nodata is None else np.float32(cat.stack_nodata))
         valid.append(ok)
+    if len(parts) == 1:
+        return parts[0], np.stack(valid)
+    if all(pixel_major(p) is not None for p in parts):  # keep the pixel-major layout (see raster.read_window)
+        return np.concatenate([p.transpose(1, 2, 0) for p in parts], axis=2).transpose(2, 0, 1), np.stack(valid)
     return np.concatenate(parts, axis=0), np.stack(valid)
 
 
@@ -216,7 +219,8 @@ def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
     if cat.stack:
         values, ok = read_stack(cat, window)
         everywhere = ok.all(axis=0)
-        values[:, ~everywhere] = np.nan
+        if not everywhere.all():
+            values[:, ~everywhere] = np.nan
         blocks.append(values)
         per_sensor["feature stack valid files"] = ok.sum(axis=0).astype(np.uint16)
         n_valid = ok.sum(axis=0).astype(np.uint16) if n_valid is None else np.where(everywhere, n_valid, 0).astype(np.uint16)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chain import models
+from chain import forest, models
 from chain.classify import classify_tile, proba_path, tile_paths, validity_path
 from chain.runner import Context, Step, register
 from steps import common
@@ -51,6 +51,9 @@ class Classify(Step):
                 extra = ([proba_path(out, t)] if proba else []) + ([validity_path(out, t)] if validity else [])
                 return all(p.exists() for p in [*tile_paths(out, t), *extra])
 
-            map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, common.tiles(ctx), cat, spec, mdir, out, proba,
+            model = mdir
+            if ctx.cfg.model.type == "rf" and ctx.cfg.classify.engine == "compiled":
+                model = forest.compiled_file(mdir) or mdir  # workers load it without scikit-learn
+            map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, common.tiles(ctx), cat, spec, model, out, proba,
                       ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker, validity, is_done=is_done,
                       key=f"classify-{run}-{ctx.signatures[self.name][:12]}", desc=f"classify: run {run}")

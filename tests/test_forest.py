@@ -29,9 +29,40 @@ def test_thresholds_are_the_largest_float32_not_above_scikit_learns():
     X = rng.normal(size=(2000, 10)).astype(np.float32)
     model = RandomForestClassifier(5, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
     f = forest.compile_forest(model)
-    t64 = np.concatenate([e.tree_.threshold for e in model.estimators_])
+    # nodes are stored breadth-first
+    t64 = np.concatenate([e.tree_.threshold[forest.breadth_first(e.tree_.children_left, e.tree_.children_right)]
+                          for e in model.estimators_])
     internal = np.isfinite(f.threshold)
     t32 = f.threshold[internal]
     assert (t32.astype(np.float64) <= t64[internal]).all()
     assert (np.nextafter(t32, np.float32(np.inf)).astype(np.float64) > t64[internal]).all()
     assert (~internal).sum() == sum(e.tree_.n_leaves for e in model.estimators_)
+
+
+def test_breadth_first_order_puts_children_side_by_side():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 5))
+    tree = RandomForestClassifier(1, random_state=0).fit(X, X[:, 0] + X[:, 1] > 0).estimators_[0].tree_
+    f = forest.compile_forest(RandomForestClassifier(1, random_state=0).fit(X, X[:, 0] + X[:, 1] > 0))
+    order = forest.breadth_first(tree.children_left, tree.children_right)
+    assert sorted(order) == list(range(tree.node_count))
+    new_id = np.argsort(order)
+    for new, old in enumerate(order):
+        if tree.children_left[old] == -1:
+            assert f.nodes["left"][new] == new and np.isinf(f.nodes["threshold"][new])
+        else:
+            assert f.nodes["left"][new] == new_id[tree.children_left[old]]
+            assert new_id[tree.children_right[old]] == f.nodes["left"][new] + 1
+            assert f.nodes["feature"][new] == tree.feature[old]
+
+
+def test_trees_of_more_than_65536_nodes_use_wide_nodes():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60000, 3)).astype(np.float32)
+    y = rng.integers(0, 20, len(X))  # noise: fully grown trees of > 65,536 nodes
+    model = RandomForestClassifier(2, bootstrap=False, random_state=0, n_jobs=2).fit(X, y)
+    assert max(e.tree_.node_count for e in model.estimators_) > 2**16
+    f = forest.compile_forest(model)
+    assert f.nodes.dtype == forest.WIDE
+    Xp = rng.normal(size=(3000, 3)).astype(np.float32)
+    np.testing.assert_array_equal(forest.FastForest(model).predict_proba(Xp).argmax(1), model.predict_proba(Xp).argmax(1))
