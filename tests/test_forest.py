@@ -66,3 +66,39 @@ def test_trees_of_more_than_65536_nodes_use_wide_nodes():
     assert f.nodes.dtype == forest.WIDE
     Xp = rng.normal(size=(3000, 3)).astype(np.float32)
     np.testing.assert_array_equal(forest.FastForest(model).predict_proba(Xp).argmax(1), model.predict_proba(Xp).argmax(1))
+
+
+def test_serial_and_parallel_kernels_and_both_layouts_agree():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(4000, 12)).astype(np.float32)
+    model = RandomForestClassifier(10, random_state=0).fit(X, (X[:, 0] + X[:, 3] > 0).astype(int) + 2 * (X[:, 5] > 1))
+    f = forest.compile_forest(model)
+    Xp = rng.normal(size=(1500, 12)).astype(np.float32)  # not a multiple of the block size
+    Xp[::7, 3] = np.nan  # x > t is false for NaN: such pixels go left in every kernel alike
+    results = [forest.predict_proba(f, Xp, threads) for threads in (1, 2)]
+    results += [forest.predict_proba_features_major(f, np.ascontiguousarray(Xp.T), threads) for threads in (1, 2)]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    ok = ~np.isnan(Xp).any(axis=1)
+    np.testing.assert_array_equal(results[0][ok].argmax(1), model.predict_proba(Xp[ok]).argmax(1))
+
+
+def test_compiled_file_is_written_once_and_follows_the_model(tmp_path):
+    import joblib
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(800, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    joblib.dump(RandomForestClassifier(5, random_state=0).fit(X, y), tmp_path / "model.joblib")
+    path = forest.compiled_file(tmp_path)
+    stamp = path.stat().st_mtime_ns
+    assert forest.compiled_file(tmp_path) == path and path.stat().st_mtime_ns == stamp  # reused
+    loaded = forest.FastForest(forest.load(path))
+    np.testing.assert_array_equal(loaded.predict_proba(X), forest.FastForest(joblib.load(tmp_path / "model.joblib")).predict_proba(X))
+    other = RandomForestClassifier(7, random_state=1).fit(X, y)
+    joblib.dump(other, tmp_path / "model.joblib")  # retrained: the compiled file follows
+    assert forest.load(forest.compiled_file(tmp_path)).n_trees == 7
+    from sklearn.linear_model import LogisticRegression
+
+    joblib.dump(LogisticRegression().fit(X, y), tmp_path / "model.joblib")
+    assert forest.compiled_file(tmp_path) is None  # not a forest: classify uses the model itself

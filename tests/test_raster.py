@@ -52,3 +52,18 @@ def test_sources_off_the_lattice_still_warp(tmp_path):
     with rasterio.open(path) as src:
         assert lattice_factor(src, grid) is None
     assert read_on_grid(path, grid, Window(0, 0, 70, 50), Resampling.nearest, nodata=0).shape == (50, 70)
+
+
+@pytest.mark.parametrize("pixel_major_layout", [False, True])
+def test_finite_everywhere_in_either_layout(pixel_major_layout):
+    from chain.masks import finite_everywhere
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(9, 13, 11)).astype(np.float32)
+    if pixel_major_layout:
+        values = np.ascontiguousarray(values.transpose(1, 2, 0)).transpose(2, 0, 1)
+    values[2, 1, 1], values[8, 2, 2], values[0, 3, 3], values[4, 4, 4] = np.nan, np.inf, -np.inf, -9999
+    expected = np.isfinite(values).all(axis=0)
+    np.testing.assert_array_equal(finite_everywhere(values), expected)
+    np.testing.assert_array_equal(finite_everywhere(values, -9999), expected & (values != -9999).all(axis=0))
+    assert finite_everywhere(values).sum() == 13 * 11 - 4 + 1  # -9999 is finite

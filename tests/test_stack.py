@@ -80,3 +80,43 @@ def test_stack_band_names_from_config_and_errors(stack_case):
         build_catalog(cfg)
     with pytest.raises(ConfigError, match="at least one image input"):
         config.load(path, ["inputs.s2=null"])
+
+
+def _rewrite(src_path, dst_path, **creation):
+    with rasterio.open(src_path) as src:
+        profile, data, names = src.profile, src.read(), src.descriptions
+    profile.pop("compress", None)  # uncompressed
+    profile.update(**creation)
+    with rasterio.open(dst_path, "w", **profile) as dst:
+        dst.write(data)
+        for i, n in enumerate(names, 1):
+            dst.set_band_description(i, n)
+
+
+def test_uncompressed_pixel_interleaved_stack_is_read_pixel_major_and_maps_the_same(stack_case, tmp_path):
+    from chain import raster
+    from chain.grid import GridSpec
+    from rasterio.windows import Window
+
+    path, scene, *_ = stack_case
+    raw = scene / "raw"
+    raw.mkdir()
+    for part in ("part1", "part2"):  # same values, the layout of the reference workload (docs/performance.md)
+        _rewrite(scene / "stack" / f"{part}.tif", raw / f"{part}.tif", interleave="pixel",
+                 tiled=True, blockxsize=32, blockysize=32)
+    with rasterio.open(raw / "part1.tif") as src, rasterio.open(scene / "stack" / "part1.tif") as packed:
+        assert raster.pixel_interleaved_raw(src) and not raster.pixel_interleaved_raw(packed)
+        grid = GridSpec(src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height)
+        w = Window(7, 5, 40, 33)
+        fast = raster.read_on_grid(raw / "part1.tif", grid, w, band=list(range(1, src.count + 1)))
+        assert raster.pixel_major(fast) is not None  # (bands, h, w) view of pixel-major memory
+        np.testing.assert_array_equal(fast, packed.read(window=w))
+    maps = []
+    for folder in ("stack", "raw"):
+        cfg = config.load(path, ["inputs.s2=null", f"inputs.stack.path=scene/{folder}", f"workdir=work_{folder}"])
+        run_pipeline(cfg)
+        assert (cfg.workdir / "train" / "run_0" / "forest.npz").exists()  # what classify workers load
+        with rasterio.open(cfg.workdir / "final" / "Classif_Seed_0.tif") as src:
+            maps.append(src.read(1))
+    assert (maps[0][:5, :5] == 0).all()  # the nodata corner, found in either layout
+    np.testing.assert_array_equal(maps[0], maps[1])
