@@ -1,12 +1,15 @@
 """Fast, exact evaluation of a fitted scikit-learn Random Forest (numba, parallel over pixel blocks).
 
-The trees are flattened once into arrays; prediction walks a block of pixels through one tree at a
-time, level by level, so the block's independent memory loads overlap (scikit-learn walks one pixel
-at a time and pays per-tree Python and memory overheads). Results equal scikit-learn's
+The trees are flattened once into 8-byte nodes (threshold, feature, left child; the right child is
+left + 1), breadth-first; prediction walks a block of pixels through one tree at a time, level by
+level, so the block's independent memory loads overlap (scikit-learn walks one pixel at a time and
+pays per-tree Python and memory overheads). Pixels come pixel-major (n, features), walked in place,
+or feature-major (features, n), copied pixel-major block by block. Results equal scikit-learn's
 ``predict_proba``:
 - a float32 feature x satisfies ``x <= t`` (t float64, as scikit-learn compares) exactly when
   ``x <= t32``, t32 the largest float32 not above t: thresholds are stored as such float32;
-- leaves point to themselves (threshold +inf), so a pixel at its leaf stays there while the block walks on;
+- a leaf's left child is itself and its threshold +inf (x > inf is false, NaN too), so a pixel at
+  its leaf stays there while the block walks on;
 - leaf distributions are normalised per tree in float64, summed over trees in order, then divided by
   the number of trees, as scikit-learn does (sums may differ in the last bit; classes do not).
 """

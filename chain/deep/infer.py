@@ -38,7 +38,8 @@ class PatchModel:
 
             from chain import forest
 
-            self.rf = forest.evaluator(joblib.load(folder / "model.joblib"), threads)
+            # one tile per dask thread: the compiled forest walks it serially (see chain.forest)
+            self.rf = forest.evaluator(joblib.load(folder / "model.joblib"), 1)
         else:
             import torch
 
