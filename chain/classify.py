@@ -32,14 +32,14 @@ def _cached_model(folder: Path, engine: str = "sklearn", threads: int = 1) -> An
         _models.clear()
         from chain.deep.infer import PatchModel, is_patch_model
 
+        # dask runs one tile per thread: a compiled forest walks each tile serially (threads=1)
         if folder.suffix == ".npz":
-            _models[key] = forest.FastForest(forest.load(folder))
+            _models[key] = forest.FastForest(forest.load(folder), threads=1)
         elif is_patch_model(folder):
             _models[key] = PatchModel(folder, threads)
         else:
-            _models[key] = forest.evaluator(models.load(folder)[0], threads, compiled=engine != "sklearn")
-        if isinstance(_models[key], forest.FastForest):
-            _models[key].threads = 1  # dask runs one tile per thread: a compiled forest walks each tile serially
+            compiled = engine != "sklearn"
+            _models[key] = forest.evaluator(models.load(folder)[0], 1 if compiled else threads, compiled=compiled)
     return _models[key]
 
 

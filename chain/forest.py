@@ -205,59 +205,47 @@ if numba is not None:
                 for k in range(K):
                     out[j, k] += leaves[cur[j], k]
 
-    # each driver twice: parallel over blocks (one caller at a time, e.g. compare_models), and serial for
-    # classify tiles, where dask already runs one tile per core: numba's default "workqueue" threading
-    # layer must not be entered by two threads at once, and serial code never enters it
-
-    @njit(parallel=True, cache=True, nogil=True)
-    def _pixels_parallel(X, nodes, value, roots, depth, first, out):  # type: ignore[no-untyped-def]
-        n = X.shape[0]
-        for b in prange((n + BLOCK - 1) // BLOCK):
-            s = b * BLOCK
-            _walk_block(X[s:s + BLOCK], nodes, value, roots, depth, first, out[s:s + BLOCK])
-
     @njit(cache=True, nogil=True)
-    def _pixels_serial(X, nodes, value, roots, depth, first, out):  # type: ignore[no-untyped-def]
-        for s in range(0, X.shape[0], BLOCK):
-            _walk_block(X[s:s + BLOCK], nodes, value, roots, depth, first, out[s:s + BLOCK])
-
-    @njit(cache=True, nogil=True)
-    def _pixel_major_block(X, s, m):  # type: ignore[no-untyped-def]
+    def _block(X, pixels, s, m):  # type: ignore[no-untyped-def]
+        """Pixels s..s+m as a pixel-major (m, n_features) array: a view of pixel-major X, else a copy of
+        feature-major X (n_features, n), band-major as most rasters come."""
+        if pixels:
+            return X[s:s + m]
         xb = np.empty((m, X.shape[0]), np.float32)
         for f in range(X.shape[0]):
             for j in range(m):
                 xb[j, f] = X[f, s + j]
         return xb
 
+    # the driver twice: parallel over blocks (one caller at a time, e.g. compare_models), and serial for
+    # classify tiles, where dask already runs one tile per core: numba's default "workqueue" threading
+    # layer must not be entered by two threads at once, and serial code never enters it
+
     @njit(parallel=True, cache=True, nogil=True)
-    def _features_parallel(X, nodes, value, roots, depth, first, out):  # type: ignore[no-untyped-def]
-        # X (n_features, n), band-major as most rasters come: each block is copied pixel-major first
-        n = X.shape[1]
+    def _proba_sum_parallel(X, pixels, nodes, value, roots, depth, first, out):  # type: ignore[no-untyped-def]
+        n = out.shape[0]
         for b in prange((n + BLOCK - 1) // BLOCK):
             s = b * BLOCK
             m = min(n, s + BLOCK) - s
-            _walk_block(_pixel_major_block(X, s, m), nodes, value, roots, depth, first, out[s:s + m])
+            _walk_block(_block(X, pixels, s, m), nodes, value, roots, depth, first, out[s:s + m])
 
     @njit(cache=True, nogil=True)
-    def _features_serial(X, nodes, value, roots, depth, first, out):  # type: ignore[no-untyped-def]
-        n = X.shape[1]
+    def _proba_sum_serial(X, pixels, nodes, value, roots, depth, first, out):  # type: ignore[no-untyped-def]
+        n = out.shape[0]
         for s in range(0, n, BLOCK):
             m = min(n, s + BLOCK) - s
-            _walk_block(_pixel_major_block(X, s, m), nodes, value, roots, depth, first, out[s:s + m])
+            _walk_block(_block(X, pixels, s, m), nodes, value, roots, depth, first, out[s:s + m])
 
 
-def _run(layout: str, forest: CompiledForest, X: np.ndarray, n: int, threads: int | None) -> np.ndarray:
+def _run(forest: CompiledForest, X: np.ndarray, pixels: bool, threads: int | None) -> np.ndarray:
     """``threads``: 1 runs serially (the caller runs several at once); None or more use numba's threads."""
     if numba is None:  # pragma: no cover
         raise RuntimeError("numba is not installed")
-    out = np.zeros((n, forest.value.shape[1]), dtype=np.float64)
-    if threads == 1:
-        kernel = _pixels_serial if layout == "pixels" else _features_serial
-    else:
-        kernel = _pixels_parallel if layout == "pixels" else _features_parallel
-        if threads:
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    kernel(X, forest.nodes, forest.value, forest.roots, forest.depth, forest.first, out)
+    out = np.zeros((X.shape[0] if pixels else X.shape[1], forest.value.shape[1]), dtype=np.float64)
+    kernel = _proba_sum_serial if threads == 1 else _proba_sum_parallel
+    if threads and threads > 1:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    kernel(X, pixels, forest.nodes, forest.value, forest.roots, forest.depth, forest.first, out)
     out /= forest.n_trees
     return out
 
@@ -268,13 +256,13 @@ def predict_proba_features_major(forest: CompiledForest, Xf: np.ndarray, threads
     NaN features (nodata pixels) are harmless: comparisons with NaN are false; mask such pixels after.
     """
     X = np.ascontiguousarray(Xf, dtype=np.float32)
-    return _run("features", forest, X, X.shape[1], threads)
+    return _run(forest, X, False, threads)
 
 
 def predict_proba(forest: CompiledForest, X: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Class probabilities (n, K) for float32 features ``X`` of shape (n, n_features)."""
     X = np.ascontiguousarray(X, dtype=np.float32)
-    return _run("pixels", forest, X, X.shape[0], threads)
+    return _run(forest, X, True, threads)
 
 
 def evaluator(model: Any, threads: int | None = None, compiled: bool = True) -> Any:
