@@ -1,4 +1,4 @@
-"""Wall-to-wall prediction of one tile: features -> class + confidence (max probability, 0-100)."""
+"""Wall-to-wall prediction of one tile: class + confidence (max probability, 0-100), whatever the model kind."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from chain import forest, models
+from chain import forest
 from chain.catalog import Catalog
-from chain.features import FeatureSpec, compute_features
 from chain.grid import Tile
-from chain.masks import finite_everywhere
 from chain.raster import pixel_major, write_tile
+from chain.spec import FeatureSpec
 
 CLASS_NODATA = 0
 CONF_NODATA = 255
@@ -21,57 +20,37 @@ _CHUNK = 65536  # pixels per predict call: bounds the (pixels x classes) probabi
 _models: dict[tuple[str, int, str, int], Any] = {}
 
 
-def _cached_model(folder: Path, engine: str = "sklearn", threads: int = 1) -> Any:
-    """The model of ``folder`` (pixel RF, or a ``PatchModel``), loaded (and compiled) once per worker process.
+def cached_model(folder: Path, engine: str = "compiled", threads: int = 1) -> Any:
+    """The trained model of ``folder`` as a ``Predictor``, loaded once per worker process (per model version)."""
+    from chain import models
 
-    ``folder`` may also be a compiled forest file (``forest.compiled_file``): loaded without scikit-learn.
-    """
-    stamp = folder if folder.suffix == ".npz" else folder / "manifest.json"
-    key = (str(folder), stamp.stat().st_mtime_ns, engine, threads)
+    key = (str(folder), (folder / "manifest.json").stat().st_mtime_ns, engine, threads)
     if key not in _models:
         _models.clear()
-        from chain.deep.infer import PatchModel, is_patch_model
-
         # dask runs one tile per thread: a compiled forest walks each tile serially (threads=1)
-        if folder.suffix == ".npz":
-            _models[key] = forest.FastForest(forest.load(folder), threads=1)
-        elif is_patch_model(folder):
-            _models[key] = PatchModel(folder, threads)
-        else:
-            compiled = engine != "sklearn"
-            _models[key] = forest.evaluator(models.load(folder)[0], 1 if compiled else threads, compiled=compiled)
+        _models[key] = models.load(folder, engine, threads)
     return _models[key]
 
 
-def _encode(classes: np.ndarray, proba: np.ndarray, with_proba: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def encode(classes: np.ndarray, proba: np.ndarray, with_proba: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Class codes (uint8), confidence (uint8, 0-100) and, if asked, per-class probabilities (uint8 %, (n, K))."""
     best = proba.argmax(axis=1)
     labels = classes[best].astype(np.uint8)
     conf = np.rint(proba[np.arange(len(best)), best] * 100).astype(np.uint8)
     return labels, conf, (np.rint(proba * 100).astype(np.uint8) if with_proba else None)
 
 
-def predict_pixels(model: Any, X: np.ndarray, with_proba: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Class codes (uint8), confidence (uint8, 0-100) and, if asked, per-class probabilities (uint8 %, (n, K))."""
-    classes = np.asarray(model.classes_)
-    parts = [_encode(classes, model.predict_proba(X[s:s + _CHUNK]), with_proba) for s in range(0, len(X), _CHUNK)]
-    labels = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.uint8)
-    conf = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.uint8)
-    probas = np.concatenate([p[2] for p in parts]) if parts and with_proba else None  # type: ignore[misc]
-    return labels, conf, probas
-
-
-def predict_block(model: Any, values: np.ndarray, valid: np.ndarray, with_proba: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``predict_pixels`` for the valid pixels of a (F, h, w) block."""
+def predict_proba_block(model: Any, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Probabilities (n valid, K) of the ``valid`` pixels of a (F, h, w) block."""
     if isinstance(model, forest.FastForest):
         # the compiled forest reads the block in its own layout (no transposed copy); nodata pixels are dropped after
         pixels = pixel_major(values)
         if pixels is not None:
-            proba = model.predict_proba(pixels)[valid.ravel()]
-        else:
-            proba = model.predict_proba_features_major(values.reshape(values.shape[0], -1))[valid.ravel()]
-        return _encode(np.asarray(model.classes_), proba, with_proba)
-    return predict_pixels(model, values[:, valid].T, with_proba)
+            return model.predict_proba(pixels)[valid.ravel()]
+        return model.predict_proba_features_major(values.reshape(values.shape[0], -1))[valid.ravel()]
+    X = values[:, valid].T
+    parts = [np.asarray(model.predict_proba(X[s:s + _CHUNK])) for s in range(0, len(X), _CHUNK)]
+    return np.concatenate(parts) if parts else np.empty((0, len(model.classes_)))
 
 
 def tile_paths(out_dir: Path, tile: Tile) -> tuple[Path, Path]:
@@ -89,28 +68,19 @@ def validity_path(out_dir: Path, tile: Tile) -> Path:
 def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, out_dir: Path,
                   probabilities: bool = False, engine: str = "compiled", threads: int = 1,
                   validity: bool = False) -> str:
-    """Class and confidence tiles (+ probabilities, + the clear-observation count when ``validity``).
+    """Class and confidence tiles (+ probabilities, + the observation counts per sensor when ``validity``).
 
-    ``model_dir`` is a trained model's folder, or the compiled forest file made from it.
-
-    The validity count comes with the features at no extra read, so PixelsValidity is written here
+    The validity counts come with the features at no extra read, so PixelsValidity is written here
     (for one run) rather than by a separate pass over every band.
     """
-    model = _cached_model(model_dir, engine, threads)
-    if hasattr(model, "predict_window"):  # a patch model reads its own sources, with a halo
-        valid, probs, per_sensor = model.predict_window(cat, spec, tile.window)
-        lab, cf, pr = _encode(np.asarray(model.classes_), probs, probabilities)
-    else:
-        block = compute_features(cat, spec, tile.window)
-        per_sensor = block.per_sensor
-        valid = block.valid & finite_everywhere(block.values)
-        if valid.any():
-            lab, cf, pr = predict_block(model, block.values, valid, probabilities)
+    model = cached_model(model_dir, engine, threads)
+    valid, probs, per_sensor = model.predict_window(cat, spec, tile.window)
     h, w = valid.shape
     labels = np.full((h, w), CLASS_NODATA, dtype=np.uint8)
     conf = np.full((h, w), CONF_NODATA, dtype=np.uint8)
     proba = np.full((len(model.classes_), h, w), CONF_NODATA, dtype=np.uint8) if probabilities else None
     if valid.any():
+        lab, cf, pr = encode(np.asarray(model.classes_), probs, probabilities)
         labels[valid], conf[valid] = lab, cf
         if proba is not None and pr is not None:
             proba[:, valid] = pr.T

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -66,6 +67,7 @@ def run(config: Path, from_step: str | None, to_step: str | None, force: bool, d
         from chain.runner import run_pipeline
 
         cfg = cfgmod.load(config, list(overrides))
+        _demo(cfg)
         reports = run_pipeline(cfg, from_step, to_step, force, dry_run)
         _print_summary(reports, cfg.workdir, dry_run)
 
@@ -85,6 +87,7 @@ def plan(config: Path, overrides: tuple[str, ...], verbose: int) -> None:
         from chain.runner import run_pipeline
 
         cfg = cfgmod.load(config, list(overrides))
+        _demo(cfg)
         _print_summary(run_pipeline(cfg, dry_run=True), cfg.workdir, True)
 
     _guard(verbose, go)
@@ -100,28 +103,20 @@ def validate(config: Path, overrides: tuple[str, ...], verbose: int) -> None:
 
     def go() -> None:
         from chain import config as cfgmod
+        from chain.products import preflight
         from chain.runner import check
-        from steps.ingest import preflight
 
         cfg = cfgmod.load(config, list(overrides))
+        _demo(cfg)
         ctx = check(cfg)
         cat, polys = preflight(ctx)
         g = cat.grid
         click.echo(f"config OK: {config}")
         click.echo(f"  grid: {g.width} x {g.height} px of {g.res[0]:g} m, {g.crs.to_string()}")
-        if cat.acquisitions:
-            click.echo(f"  series: {len(cat.dates)} dates ({len(cat.acquisitions)} products) {cat.dates[0]} .. {cat.dates[-1]}, bands {' '.join(cat.bands)}")
-        if cat.s1:
-            click.echo(f"  Sentinel-1: {len(cat.s1)} files, {len({f.date for f in cat.s1})} dates, "
-                       f"{' '.join(sorted({f.group + '/' + f.pol for f in cat.s1}))}")
-        if cat.spot:
-            sp = cat.spot
-            click.echo(f"  SPOT: PAN {sp.pan_res:g} m + MS {sp.ms_res:g} m (ratio {sp.ratio}), MS/PAN shift "
-                       f"{sp.shift_m[0]:+.2f} m / {sp.shift_m[1]:+.2f} m")
+        for s in cat.sources:
+            click.echo(f"  {s.title}: {s.summary()}")
         if cat.aoi_wkt:
             click.echo(f"  area of interest: {cfg.grid.aoi}")
-        if cat.stack:
-            click.echo(f"  feature stack: {len(cat.stack)} file(s), {sum(len(f.names) for f in cat.stack)} band(s)")
         click.echo(f"  model: {cfg.model.type}" + (f" (+ {len(cfg.compare_models)} to compare)" if cfg.compare_models else ""))
         click.echo(f"  reference: {len(polys)} polygons, {polys['code'].nunique()} classes")
 
@@ -157,7 +152,7 @@ def compare(map_a: Path, map_b: Path, out_dir: Path | None, verbose: int) -> Non
         from chain.compare import compare_maps
 
         out = out_dir or map_a.parent / f"change_{map_a.stem}_{map_b.stem}"
-        res = compare_maps(map_a, map_b, out)
+        res: dict[str, Any] = compare_maps(map_a, map_b, out)
         click.echo(f"{res['changed']:,} of {res['pixels']:,} pixels changed ({100 * res['changed'] / max(res['pixels'], 1):.1f} %)")
         click.echo(f"change matrix, change.tif and change.html in {out}")
 
@@ -167,11 +162,21 @@ def compare(map_a: Path, map_b: Path, out_dir: Path | None, verbose: int) -> Non
 @main.command(name="steps")
 def list_steps() -> None:
     """List the steps in pipeline order."""
-    from chain.runner import REGISTRY, step_names
+    from chain.runner import step_class, step_names
 
     for name in step_names():
-        doc = (sys.modules[REGISTRY[name].__module__].__doc__ or "").strip().splitlines()[0]
+        doc = (sys.modules[step_class(name).__module__].__doc__ or "").strip().splitlines()[0]
         click.echo(f"{name:<15} {doc.split(':', 1)[-1].strip()}")
+
+
+def _demo(cfg: Any) -> None:
+    """Write the demo scene at the config's input paths when the config asks for it (``demo:``) and it is missing."""
+    if cfg.demo is not None:
+        from chain.demo.scene import ensure
+
+        d = cfg.demo
+        ensure(cfg.inputs.reference.path, d.size_px, d.n_dates, d.n_fields, d.seed, d.year, d.layout, d.s1, d.spot, d.s2_tiles,
+               d.landsat)
 
 
 def _print_summary(reports: list[Any], workdir: Path, dry_run: bool) -> None:

@@ -7,6 +7,7 @@ import html
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -15,8 +16,8 @@ from chain.atomic import atomic_path, write_text
 from chain.errors import InputError
 from chain.grid import GridSpec
 from chain.html_report import CSS, html_table, png_uri
-from chain.report import pyplot
 from chain.raster import open_raster, read_on_grid
+from chain.report import pyplot
 
 CHANGE_NODATA = 0
 
@@ -32,12 +33,12 @@ def class_names_of(map_path: Path) -> dict[int, str]:
     return {i: n for i, n in enumerate(cats) if n}
 
 
-def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> dict[str, object]:
+def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> dict[str, Any]:
     """Write change_matrix.csv, change.tif (from * 256 + to) and change.html into ``out_dir``."""
     with open_raster(map_a) as a:
         if a.count != 1 or a.dtypes[0] != "uint8":
             raise InputError(f"{map_a}: expected a single-band uint8 class map, got {a.count} band(s) of {a.dtypes[0]}")
-        grid = GridSpec(a.crs.to_wkt(), tuple(a.transform)[:6], a.width, a.height)  # type: ignore[arg-type]
+        grid = GridSpec(a.crs.to_wkt(), tuple(a.transform)[:6], a.width, a.height)
         windows = [w for _, w in a.block_windows(1)]
     with open_raster(map_b) as b:
         if b.crs is None:
@@ -59,7 +60,7 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> di
     codes = sorted(set(np.flatnonzero(counts.sum(1))) | set(np.flatnonzero(counts.sum(0))))
     matrix = counts[np.ix_(codes, codes)]
     pixel_ha = abs(grid.res[0] * grid.res[1]) / 10_000
-    names = {**class_names_of(map_b), **class_names_of(map_a)}
+    names: dict[Any, str] = {**class_names_of(map_b), **class_names_of(map_a)}
     label = [f"{c} {names.get(c, '')}".strip() for c in codes]
 
     buf = io.StringIO()
@@ -87,7 +88,7 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> di
     ax.set_title("area (ha) from class in A to class in B")
     fig.tight_layout()
     rows = [[f"{label[i]} → {label[j]}", int(matrix[i, j]), f"{matrix[i, j] * pixel_ha:.2f}"]
-            for i, j in sorted(zip(*np.nonzero(matrix)), key=lambda ij: -matrix[ij]) if i != j][:30]
+            for i, j in sorted(zip(*np.nonzero(matrix), strict=False), key=lambda ij: -matrix[ij]) if i != j][:30]
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chain compare</title><style>{CSS}</style></head><body>"
             f"<h1>Change between two maps</h1><p>A: {html.escape(str(map_a))}<br>B: {html.escape(str(map_b))}</p>"
             f"<p>{total:,} pixels compared ({total * pixel_ha:.1f} ha); {changed:,} changed "

@@ -1,8 +1,10 @@
 """The configuration: YAML -> typed, validated, frozen models.
 
-Defaults live here and only here. Every section is validated before any work starts; unknown keys
-are errors with a closest-name hint; messages name the file and the key path. Relative paths are
-relative to the config file.
+Defaults live in the schema and only there. The core sections are declared here; the sections of
+plug-ins (``inputs.<source>``, ``model`` and each ``compare_models`` entry) are declared by their
+modules and validated through the registries, loading only the plug-ins a config names. Every
+problem of a config is reported at once; unknown keys get a closest-name hint; messages name the
+file and the key path. Relative paths are relative to the config file.
 """
 
 from __future__ import annotations
@@ -13,47 +15,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from chain.demo.options import DemoConfig
 from chain.errors import ConfigError
-
-S2_BANDS = ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"]
-
-
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    value = value.expanduser()
-    if base is not None and not value.is_absolute():
-        value = Path(base) / value
-    return value.resolve() if value.is_absolute() else value
-
-
-PathFromConfig = Annotated[Path, AfterValidator(_resolve)]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class S2Input(Section):
-    """Sentinel-2 series: one folder per date (single-band GeoTIFFs + a mask), or THEIA L2A products."""
-
-    path: PathFromConfig
-    format: Literal["folders", "theia", "sen2cor"] = "folders"
-    theia_reflectance: Literal["FRE", "SRE"] = "FRE"  # THEIA: flat (slope-corrected) or surface reflectance
-    sen2cor_snow_invalid: bool = False  # Sen2Cor: treat SCL class 11 (snow) as invalid
-    bands: list[str] = Field(default_factory=lambda: list(S2_BANDS), min_length=1)
-    date_regex: str = r"(?P<date>\d{8})"
-    mask_name: str = "MASK"
-    mask_valid_values: list[int] = Field(default_factory=lambda: [0])
-    nodata: float | None = None
-    saturation: float | None = None
-    scale: float = Field(1e-4, gt=0)
-    offset: float = 0.0
-    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+from chain.schema import ModelSection, PathFromConfig, Section
 
 
 class ReferenceInput(Section):
@@ -63,63 +32,25 @@ class ReferenceInput(Section):
     layer: str | None = None
 
 
-class StackInput(Section):
-    """Features users already have: one multi-band raster, or several (e.g. one per date)."""
-
-    path: PathFromConfig | list[PathFromConfig]  # a file, a folder of .tif/.vrt, or a list of files
-    bands: list[str] | None = None  # band names of each file; default: the band descriptions, else b1..bn
-    nodata: float | None = None  # default: the files' own nodata
-    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
-
-
-class S1Input(Section):
-    """Calibrated, orthorectified Sentinel-1 backscatter: one GeoTIFF per date and polarisation (linear sigma0).
-
-    File names need the date (YYYYMMDD) and the polarisation (vv/vh) between separators, and may give
-    the orbit direction (ASC/DES), as S1Tiling's ``s1a_33NWB_vv_DES_007_20200108t054435.tif`` do.
-    """
-
-    path: PathFromConfig
-    polarisations: list[Literal["vv", "vh"]] = Field(default_factory=lambda: ["vv", "vh"], min_length=1)
-    orbits: Literal["separate", "merged"] = "separate"  # ascending and descending as separate series, or one
-    db: bool = True  # convert linear sigma0 to decibels
-    nodata: float | None = None  # default: the files' nodata; values <= 0 are invalid anyway
-    interval_days: int = Field(12, ge=1, le=366)  # S1's own regular date grid (linear interpolation)
-    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
-
-
-class SpotInput(Section):
-    """A SPOT-6/7 (or Pleiades-like) PAN + MS pair, each at its native resolution.
-
-    Either ``path``, a delivery folder holding the PAN and MS DIMAP products (``DIM_*_P_*.XML`` and
-    ``DIM_*_MS_*.XML``), or ``pan`` and ``ms``, each a GeoTIFF, a ``DIM_*.XML`` or a DIMAP folder.
-    """
-
-    path: PathFromConfig | None = None
-    pan: PathFromConfig | None = None
-    ms: PathFromConfig | None = None
-    ms_bands: list[str] | None = None  # names of the MS bands in file order; default blue, green, red, nir
-    nodata: float | None = None  # default: the files' nodata
-    max_shift_px: float = Field(0.5, gt=0)  # warn when PAN and MS are shifted by more (MS pixels)
-
-    @model_validator(mode="after")
-    def _one_way(self) -> "SpotInput":
-        if (self.path is None) == (self.pan is None and self.ms is None) or (self.path is None and (self.pan is None or self.ms is None)):
-            raise ValueError("give either 'path' (a folder with the PAN and MS products) or both 'pan' and 'ms'")
-        return self
-
-
 class Inputs(Section):
-    s2: S2Input | None = None
-    s1: S1Input | None = None
-    spot: SpotInput | None = None
-    stack: StackInput | None = None
+    """``reference`` plus one section per input source, named as registered (s2, s1, spot, stack, landsat, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # the source sections, validated by parse()
     reference: ReferenceInput
 
+    def sources(self) -> dict[str, Section]:
+        """The configured source sections, by source name."""
+        return {k: v for k, v in (self.__pydantic_extra__ or {}).items() if v is not None}
+
+    def get(self, name: str) -> Any:
+        return self.sources().get(name)
+
     @model_validator(mode="after")
-    def _some_imagery(self) -> "Inputs":
-        if self.s2 is None and self.stack is None and self.s1 is None and self.spot is None:
-            raise ValueError("give at least one image input: 's2' (a time series), 's1', 'spot' (PAN + MS) or 'stack' (a feature stack)")
+    def _some_imagery(self) -> Inputs:
+        if not self.sources():
+            from chain.plugins import SOURCES
+
+            raise ValueError(f"give at least one image input beside 'reference': one of {', '.join(SOURCES.names())}")
         return self
 
 
@@ -132,7 +63,7 @@ class GridConfig(Section):
     tile_size_px: int = Field(512, ge=16, le=16384)
 
     @model_validator(mode="after")
-    def _bounds_order(self) -> "GridConfig":
+    def _bounds_order(self) -> GridConfig:
         if self.bounds is not None:
             left, bottom, right, top = self.bounds
             if not (left < right and bottom < top):
@@ -149,14 +80,14 @@ class GapfillConfig(Section):
     method: Literal["linear", "spline"] = "linear"  # spline: OTB's rule (linear < 3 dates, natural cubic 3-4, Akima > 4)
 
     @model_validator(mode="after")
-    def _order(self) -> "GapfillConfig":
+    def _order(self) -> GapfillConfig:
         if self.start and self.end and self.start > self.end:
             raise ValueError(f"start ({self.start}) is after end ({self.end})")
         return self
 
 
 class FeaturesConfig(Section):
-    indices: list[Literal["ndvi", "ndwi", "brightness"]] = Field(default_factory=lambda: ["ndvi", "ndwi", "brightness"])
+    indices: list[Literal["ndvi", "ndwi", "brightness"]] = Field(default_factory=lambda: ["ndvi", "ndwi", "brightness"])  # type: ignore[arg-type]
     write_cube: bool = False
 
 
@@ -171,99 +102,6 @@ class SampleConfig(Section):
     max_pixels_per_class: int | None = Field(None, ge=1)
     max_pixels_per_polygon: int | None = Field(None, ge=1)
     min_clear_dates: int = Field(1, ge=1)  # pixels observed clear on fewer dates are not used for training
-
-
-class RFModel(Section):
-    type: Literal["rf"] = "rf"
-    n_estimators: int = Field(100, ge=1)
-    max_depth: int | None = Field(25, ge=1)
-    min_samples_split: int = Field(2, ge=2)
-    min_samples_leaf: int = Field(1, ge=1)
-    max_features: Literal["sqrt", "log2"] | float = "sqrt"
-    class_weight: Literal["balanced", "balanced_subsample"] | None = None
-    n_jobs: int = -1
-
-
-class DeepTraining(Section):
-    """What every torch model shares: the trainer's settings (one trainer for all)."""
-
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-4, gt=0)  # Adam
-    lr_step_epochs: int | None = Field(None, ge=1)  # step decay: lr x lr_gamma every this many epochs
-    lr_gamma: float = Field(0.5, gt=0, le=1)
-    class_weights: bool = False  # cross-entropy weighted by inverse class frequency
-    patience: int | None = Field(None, ge=1)  # early stopping: epochs without improvement (None: run all epochs)
-    aux_weight: float = Field(0.3, ge=0)  # weight of each auxiliary (per-branch) classifier's loss
-    dropout: float = Field(0.4, ge=0, lt=1)
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    num_workers: int = Field(0, ge=0)  # DataLoader workers (CUDA); 0 = in the training process
-    max_samples_per_class: int | None = Field(None, ge=1)  # cap on training patches per class (after sample's caps)
-    inference_batch: int = Field(2048, ge=1)  # pixels per forward pass when classifying
-
-    @model_validator(mode="after")
-    def _device(self) -> "DeepTraining":
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        return self
-
-
-class MultiResoLCCModel(DeepTraining):
-    """Two-branch CNN on a PAN patch and the co-centred MS patch (Gaetano et al. 2018)."""
-
-    type: Literal["multiresolcc"]
-    pan_patch: int = Field(32, ge=8)  # PAN pixels a side; the MS patch is pan_patch / ratio
-    pan_channels: tuple[int, int, int] = (128, 256, 512)
-    ms_channels: tuple[int, int, int] = (256, 512, 1024)
-    augment: bool = True  # random rotations / flips / transposition of both patches
-
-
-class M3FusionModel(DeepTraining):
-    """GRU + attention on the S2 pixel series and a CNN on the VHR patch around it (Benedetti et al. 2018)."""
-
-    type: Literal["m3fusion"]
-    rnn_units: int = Field(1024, ge=4)
-    vhr_patch: int = Field(25, ge=9)  # SPOT pixels a side
-    # the VHR patch's channels: "stack" = PAN + the MS bands repeated onto the PAN pixels (5 channels);
-    # "pansharpened" = the 4 MS bands pansharpened to the PAN pixels on the fly (as in the paper)
-    vhr_input: Literal["stack", "pansharpened"] = "stack"
-    cnn_channels: tuple[int, int] = (256, 512)  # the 7x7 conv, then the 3x3 convs and the 1x1 fusion
-
-
-class TwinnsModel(DeepTraining):
-    """Twin networks on S1 and S2 patch time series: ConvGRU + CNN per sensor (Ienco et al. 2019)."""
-
-    type: Literal["twinns"]
-    patch: int = Field(5, ge=1)  # grid pixels a side (odd)
-    rnn_units: int = Field(64, ge=4)  # ConvGRU hidden channels
-    cnn_channels: tuple[int, int] = (128, 256)
-
-    @model_validator(mode="after")
-    def _odd(self) -> "TwinnsModel":
-        if self.patch % 2 == 0:
-            raise ValueError(f"patch must be odd (centred on the pixel), got {self.patch}")
-        return self
-
-
-class RFPatchModel(RFModel):
-    """Random Forest on flattened patches: the pixel features of a patch_px x patch_px window (+ a PAN patch)."""
-
-    type: Literal["rf_patch"]  # type: ignore[assignment]
-    patch_px: int = Field(3, ge=1)  # grid pixels a side (odd)
-    pan_patch: int = Field(0, ge=0)  # SPOT PAN pixels a side, flattened too (0: none)
-    pxs_patch: int = Field(0, ge=0)  # pansharpened SPOT (4 bands at PAN pixels) a side, flattened too (0: none)
-
-    @model_validator(mode="after")
-    def _odd(self) -> "RFPatchModel":
-        if self.patch_px % 2 == 0:
-            raise ValueError(f"patch_px must be odd (centred on the pixel), got {self.patch_px}")
-        return self
-
-
-ModelConfig = Annotated[RFModel | RFPatchModel | MultiResoLCCModel | M3FusionModel | TwinnsModel, Field(discriminator="type")]
-DEEP_TYPES = ("multiresolcc", "m3fusion", "twinns")
-MODEL_TYPES = {"rf": RFModel, "rf_patch": RFPatchModel, "multiresolcc": MultiResoLCCModel, "m3fusion": M3FusionModel,
-               "twinns": TwinnsModel}
 
 
 class ClassifyConfig(Section):
@@ -316,21 +154,18 @@ class RegularizeConfig(Section):
 
 class ClassInfo(Section):
     name: str | None = None
-    color: tuple[int, int, int] | str | None = None
+    color: tuple[int, int, int] | None = None  # "#RRGGBB", a colour name ("red", "darkgreen") or [r, g, b]
 
+    @field_validator("color", mode="before")
+    @classmethod
+    def _rgb(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            from chain.raster import parse_color
 
-class DemoConfig(Section):
-    """When present, ``chain run`` generates the synthetic demo scene at the input paths if missing."""
-
-    size_px: int = Field(500, ge=32, le=20000)
-    n_dates: int = Field(24, ge=3, le=150)
-    n_fields: int = Field(250, ge=8)
-    seed: int = 0
-    year: int = 2021
-    layout: Literal["folders", "theia", "theia_zip", "sen2cor", "sen2cor_zip"] = "folders"  # how the S2 series is written
-    s1: bool = False  # also write a Sentinel-1-like VV/VH series in <folder>/s1
-    spot: Literal["none", "dimap", "dimap_jp2", "geotiff"] = "none"  # also write a SPOT-6/7-like PAN + MS pair in <folder>/spot
-    s2_tiles: Literal[1, 2] = 1  # 2: each date as two overlapping products (tiles T40KCB and T40KDB)
+            return parse_color(value)
+        if isinstance(value, (list, tuple)) and not (len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value)):
+            raise ValueError(f"a colour as [r, g, b] needs three integers 0..255, got {list(value)}")
+        return value
 
 
 class Config(Section):
@@ -342,10 +177,11 @@ class Config(Section):
     features: FeaturesConfig = FeaturesConfig()
     split: SplitConfig = SplitConfig()
     sample: SampleConfig = SampleConfig()
-    model: ModelConfig = RFModel()
+    # the model section of the registered type (model.type, default rf), validated by parse()
+    model: SerializeAsAny[ModelSection]
     # more models trained on the same split and scored on the same evaluation pixels (no maps): the
     # report's model comparison table, e.g. a deep model beside its RF counterparts
-    compare_models: list[ModelConfig] = Field(default_factory=list)
+    compare_models: list[SerializeAsAny[ModelSection]] = Field(default_factory=list)
     classify: ClassifyConfig = ClassifyConfig()
     cluster: ClusterConfig = ClusterConfig()
     mosaic: MosaicConfig = MosaicConfig()
@@ -356,23 +192,11 @@ class Config(Section):
     demo: DemoConfig | None = None
     vars: dict[str, Any] = Field(default_factory=dict)  # values for ${name} placeholders (already substituted)
 
-    @field_validator("model", mode="before")
-    @classmethod
-    def _rf_by_default(cls, value: Any) -> Any:
-        return {"type": "rf", **value} if isinstance(value, dict) and "type" not in value else value
-
-    @field_validator("compare_models", mode="before")
-    @classmethod
-    def _rf_by_default_each(cls, value: Any) -> Any:
-        return [cls._rf_by_default(v) for v in value] if isinstance(value, list) else value
-
     # where the config came from, for messages; not part of the config itself
     source: Path | None = Field(None, exclude=True)
 
-    def section_hash(self, *names: str) -> str:
-        return stable_hash({n: self.section(n) for n in names})
-
     def section(self, name: str) -> Any:
+        """A section as plain JSON values (what signatures hash)."""
         return json.loads(self.model_dump_json(include={name}))[name] if name in type(self).model_fields else None
 
 
@@ -380,34 +204,28 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that holds the key at ``loc`` (to suggest names for an unknown key)."""
-    model: Any = Config
-    if len(loc) >= 4 and loc[0] == "compare_models" and isinstance(loc[1], int):
-        return MODEL_TYPES.get(loc[2])
+# ---- errors -------------------------------------------------------------------------------------
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model under ``root`` that holds the key at ``loc`` (to suggest names for an unknown key)."""
+    model: Any = root
     for part in loc[:-1]:
         if isinstance(part, int) or model is None:
-            return None
+            continue
         field = model.model_fields.get(part)
         if field is None:
             return None
         ann = field.annotation
         candidates = [c for c in [ann, *getattr(ann, "__args__", ())] if isinstance(c, type) and issubclass(c, BaseModel)]
         model = candidates[0] if candidates else None
-        tagged = {c.model_fields["type"].annotation.__args__[0]: c for c in candidates if "type" in c.model_fields}
-        if len(tagged) > 1:  # a discriminated union (model): pydantic puts the tag in the location
-            return tagged.get(loc[-2]) if len(loc) >= 2 and loc[-2] in tagged else None
     return model
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any, root: type[BaseModel], prefix: tuple[Any, ...] = ()) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-    # pydantic puts the model type (the union's tag) in the location: users wrote model.epochs, not model.twinns.epochs
-    tags = {"rf", "rf_patch", *DEEP_TYPES}
-    shown = tuple(p for i, p in enumerate(loc) if not (p in tags and i > 0 and (loc[i - 1] == "model" or isinstance(loc[i - 1], int))))
-    key = ".".join(str(p) for p in shown) or "(top level)"
+    key = ".".join(str(p) for p in (*prefix, *loc)) or "(top level)"
     if err["type"] == "extra_forbidden":
-        model = _model_at(loc)
+        model = _model_at(root, loc)
         hint = ""
         if model is not None:
             close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.5)
@@ -420,17 +238,88 @@ def _describe(err: dict[str, Any]) -> str:
     return f"key '{key}': {err['msg']}{shown}"
 
 
+def _section(cls: type[Section], value: Any, prefix: tuple[Any, ...], context: dict[str, Any], problems: list[str]) -> Any:
+    """``value`` validated as ``cls``; on failure the problems are collected and a placeholder returned."""
+    try:
+        return cls.model_validate(value, context=context)
+    except ValidationError as exc:
+        problems += [_describe(e, cls, prefix) for e in exc.errors()]
+        return None
+
+
+def parse_model(value: Any, where: str = "model", context: dict[str, Any] | None = None,
+                problems: list[str] | None = None) -> ModelSection | None:
+    """A ``model`` section validated by its registered type's schema (``type`` defaults to rf)."""
+    from chain.plugins import MODELS
+
+    collect = problems is not None
+    problems = [] if problems is None else problems
+    if not isinstance(value, dict):
+        problems.append(f"key '{where}': expected a mapping with a 'type' (one of {', '.join(MODELS.names())}), got {value!r}")
+    else:
+        value = {"type": "rf", **value}
+        try:
+            cls = MODELS.get(str(value["type"]), f"{where}.type").config
+        except ConfigError as exc:
+            problems.append(str(exc))
+        else:
+            out: ModelSection | None = _section(cls, value, tuple(where.split(".")), context or {}, problems)
+            if not problems or collect:
+                return out
+    if not collect:
+        raise ConfigError("; ".join(problems))
+    return None
+
+
 def parse(data: Any, source: Path | None = None, base_dir: Path | None = None) -> Config:
     where = str(source) if source else "config"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a YAML mapping of sections (workdir, inputs, ...), got {type(data).__name__}")
+    from chain.plugins import SOURCES
+
+    context = {"base_dir": base_dir}
+    problems: list[str] = []
+    data = dict(data)
+    inputs = data.get("inputs")
+    named_a_source = False  # when every source section is wrong, "give at least one image input" would only confuse
+    if isinstance(inputs, dict):
+        inputs = dict(inputs)
+        for name in [k for k in inputs if k != "reference"]:
+            value = inputs.pop(name)
+            if value is None:  # an emptied optional block
+                continue
+            named_a_source = True
+            try:
+                cls = SOURCES.get(str(name), f"inputs.{name}").config
+            except ConfigError as exc:
+                problems.append(f"unknown key 'inputs.{name}': {str(exc).split(': ', 1)[1]}")
+                continue
+            section = _section(cls, value, ("inputs", name), context, problems)
+            if section is not None:
+                inputs[name] = section
+        data["inputs"] = inputs
+    model = parse_model(data.get("model") or {}, "model", context, problems)
+    data["model"] = model or ModelSection.model_construct(type="?")
+    compare = data.get("compare_models") or []
+    if not isinstance(compare, list):
+        problems.append(f"key 'compare_models': expected a list of model sections, got {compare!r}")
+        compare = []
+    data["compare_models"] = [parse_model(m, f"compare_models.{i}", context, problems) or ModelSection.model_construct(type="?")
+                              for i, m in enumerate(compare)]
+    cfg = None
     try:
-        cfg = Config.model_validate(data, context={"base_dir": base_dir})
+        cfg = Config.model_validate(data, context=context)
     except ValidationError as exc:
-        lines = sorted({_describe(e) for e in exc.errors()})
-        raise ConfigError(f"{where}: {len(lines)} problem(s) in the configuration:\n  - " + "\n  - ".join(lines)) from None
+        problems += [_describe(e, Config) for e in exc.errors()
+                     if not (named_a_source and e["loc"] == ("inputs",) and "at least one image input" in e["msg"])]
+    if problems:
+        lines = sorted(set(problems))
+        raise ConfigError(f"{where}: {len(lines)} problem(s) in the configuration:\n  - " + "\n  - ".join(lines))
+    assert cfg is not None
     return cfg.model_copy(update={"source": source})
 
+
+# ---- --set and ${var} ---------------------------------------------------------------------------
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
     node = data
@@ -489,10 +378,3 @@ def load(path: Path | str, overrides: list[str] | None = None) -> Config:
             raise ConfigError(f"{path}: 'vars' must be a mapping of names to values")
         data = {**substitute({k: v for k, v in data.items() if k != "vars"}, values), "vars": values}
     return parse(data, source=path.resolve(), base_dir=path.resolve().parent)
-
-
-def pydantic_adapter_for_model() -> Any:
-    """Validates a ``model`` section alone (e.g. one stored in a model's manifest)."""
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(ModelConfig)

@@ -26,7 +26,7 @@ try:
     import numba
     from numba import njit, prange
 except ImportError:  # pragma: no cover - numba is a dependency; classify falls back to scikit-learn
-    numba = None
+    numba = None  # type: ignore[assignment]
 
 BLOCK = 256  # pixels walked together through one tree
 COMPACT_EVERY = 2  # levels walked between two compactions of the pixels still going
@@ -67,25 +67,41 @@ def load(path: Path) -> CompiledForest:
         return CompiledForest(**{f.name: z[f.name] for f in fields(CompiledForest)})
 
 
-def compiled_file(model_folder: Path) -> Path | None:
-    """``model.joblib`` of ``model_folder`` compiled into ``forest.npz`` beside it (written when missing or
-    compiled from another version of the model), or None when the model is not a forest this module evaluates.
+def _stamp(model_file: Path) -> str:
+    st = model_file.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
-    Classify workers load that file and never import scikit-learn (~1 s per worker at start).
+
+def compiled_file(model_folder: Path, write: bool = True) -> Path | None:
+    """``forest.npz`` of ``model_folder``: ``model.joblib`` compiled, when it was compiled from that very file.
+
+    With ``write``, a missing or stale one is compiled again (None when the model is not a forest this
+    module evaluates); without, None. Classify workers load that file and never import scikit-learn
+    (~1 s per worker at start).
     """
     model_file, path = model_folder / "model.joblib", model_folder / "forest.npz"
-    st = model_file.stat()
-    source = f"{st.st_size}:{st.st_mtime_ns}"
+    source = _stamp(model_file)
     if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["source"]) == source:
-                return path
-    import joblib
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["source"]) == source:
+                    return path
+        except (OSError, ValueError, KeyError):  # damaged: compile again
+            pass
+    return compile_file(model_folder) if write else None
 
-    model = joblib.load(model_file)
+
+def compile_file(model_folder: Path, model: Any = None) -> Path | None:
+    """Compile ``model.joblib`` of ``model_folder`` (``model``: that file's estimator, when already loaded) into
+    ``forest.npz`` beside it; None when it is not a forest this module evaluates."""
+    model_file, path = model_folder / "model.joblib", model_folder / "forest.npz"
+    if model is None:
+        import joblib
+
+        model = joblib.load(model_file)
     if not (available() and supports(model)):
         return None
-    save(compile_forest(model), path, source)
+    save(compile_forest(model), path, _stamp(model_file))
     return path
 
 
@@ -244,7 +260,7 @@ def _run(forest: CompiledForest, X: np.ndarray, pixels: bool, threads: int | Non
     out = np.zeros((X.shape[0] if pixels else X.shape[1], forest.value.shape[1]), dtype=np.float64)
     kernel = _proba_sum_serial if threads == 1 else _proba_sum_parallel
     if threads and threads > 1:
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     kernel(X, pixels, forest.nodes, forest.value, forest.roots, forest.depth, forest.first, out)
     out /= forest.n_trees
     return out

@@ -98,3 +98,13 @@ def spline(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days:
             f = CubicSpline(x, y, axis=0, bc_type="natural") if len(dates) <= 4 else Akima1DInterpolator(x, y, axis=0)
             out[:, :, px] = f(np.clip(out_days_f, x[0], x[-1])).astype(np.float32)
     return out[:, 0, :] if squeeze else out
+
+
+def fill(values: np.ndarray, valid: np.ndarray, in_dates: list[dt.date], out_dates: list[dt.date], method: str) -> np.ndarray:
+    """The one gap-filling path of every series source: ``linear`` or ``spline`` (see those functions)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown gap-filling method {method!r}; choose one of {sorted(METHODS)}")
+    return METHODS[method](values, valid, to_days(in_dates), to_days(out_dates))
+
+
+METHODS = {"linear": linear, "spline": spline}

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio import windows
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
 
@@ -46,11 +46,11 @@ class GridSpec:
         return {"crs_wkt": self.crs_wkt, "transform": list(self.transform), "width": self.width, "height": self.height}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GridSpec":
-        return cls(d["crs_wkt"], tuple(d["transform"]), int(d["width"]), int(d["height"]))  # type: ignore[arg-type]
+    def from_dict(cls, d: dict[str, Any]) -> GridSpec:
+        return cls(d["crs_wkt"], tuple(d["transform"]), int(d["width"]), int(d["height"]))
 
     @classmethod
-    def from_bounds(cls, crs: CRS, bounds: tuple[float, float, float, float], res: float) -> "GridSpec":
+    def from_bounds(cls, crs: CRS, bounds: tuple[float, float, float, float], res: float) -> GridSpec:
         """A north-up grid covering ``bounds``, origin snapped to multiples of ``res``."""
         left, bottom, right, top = bounds
         left = math.floor(left / res) * res

@@ -134,12 +134,13 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
     if "regularized" in metrics:
         rs = metrics["regularized"]["summary"]
         header.append("regularized map")
-        rows = [[r[0], r[1], _fmt(rs[k])] for r, k in zip(rows, ("oa", "kappa"))]
+        rows = [[r[0], r[1], _fmt(rs[k])] for r, k in zip(rows, ("oa", "kappa"), strict=False)]
     parts.append(f"<h2>Accuracy ({len(runs)} run(s), evaluated on the '{metrics['evaluated_on']}' polygons; mean ± 95 % CI)</h2>"
                  + html_table(header, rows))
     parts.append(html_table(["class", "precision", "recall", "F1", "reference pixels (run 0)"],
                         [[t, _fmt(s["per_class"][str(c)]["precision"]), _fmt(s["per_class"][str(c)]["recall"]),
-                          _fmt(s["per_class"][str(c)]["f1"]), runs[0]["per_class"][str(c)]["n_reference"]] for t, c in zip(ticks, labels)]))
+                          _fmt(s["per_class"][str(c)]["f1"]), runs[0]["per_class"][str(c)]["n_reference"]]
+                         for t, c in zip(ticks, labels, strict=True)]))
     parts.append(f"<img alt='per-class scores' src='{prf_figure(s, labels, ticks)}'>")
     for r, run in enumerate(runs):
         parts.append(f"<h3>Confusion matrix, run {r} (OA {run['oa']:.3f}, kappa {run['kappa']:.3f})</h3>"
@@ -151,7 +152,8 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
     est = area_estimates(np.array(runs[0]["confusion"]), map_px, pixel_area_ha)
     parts.append("<h2>Class areas (run 0)</h2>" + html_table(
         ["class", "mapped pixels", "mapped area (ha)", "error-adjusted area (ha)", "95 % CI (ha)"],
-        [[t, int(p), f"{m:.1f}", f"{a:.1f}", f"± {ci:.1f}"] for t, p, m, a, ci in zip(ticks, map_px, est["mapped"], est["adjusted"], est["ci"])]))
+        [[t, int(p), f"{m:.1f}", f"{a:.1f}", f"± {ci:.1f}"]
+         for t, p, m, a, ci in zip(ticks, map_px, est["mapped"], est["adjusted"], est["ci"], strict=True)]))
     parts.append("<p class='note'>Error-adjusted areas follow Olofsson et al. (2014), with the map classes as strata and the "
                  "validation pixels as the sample. Those pixels come from whole polygons, not from a random sample of each "
                  "map class: treat the intervals as indicative.</p>")

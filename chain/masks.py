@@ -12,7 +12,7 @@ import numpy as np
 try:
     from numba import njit
 except ImportError:  # pragma: no cover - numba is a dependency
-    njit = None
+    njit = None  # type: ignore[assignment]
 
 
 def finite_everywhere(values: np.ndarray, nodata: float | None = None) -> np.ndarray:

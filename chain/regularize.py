@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 from rasterio.errors import NotGeoreferencedWarning
@@ -62,3 +63,17 @@ def halo_for(mmu_px: int, majority_radius_px: int) -> int:
     # a patch below the MMU spans fewer than mmu_px pixels in any direction: a halo of that size lets
     # every tile see the whole patch and its neighbours, so tiles agree with a whole-map result
     return min(max(mmu_px, 0) + majority_radius_px + 1, 512)
+
+
+def regularize_tile(tile: Any, grid: Any, map_path: Any, mmu_px: int, radius: int, out_dir: Any) -> str:
+    """One tile of the regularized map (read with the tile's halo, written without it): a dask task."""
+    import rasterio
+
+    from chain.raster import write_tile
+
+    with rasterio.open(map_path) as src:
+        labels = src.read(1, window=tile.read_window(grid))
+    rs, cs = tile.core_slices(grid)
+    out = regularize(labels, mmu_px, radius, 0)[rs, cs]
+    write_tile(out_dir / f"{tile.id}.tif", np.ascontiguousarray(out), grid, tile.window, 0)
+    return str(tile.id)

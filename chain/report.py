@@ -16,7 +16,7 @@ def run_metrics(cm: np.ndarray, labels: list[int]) -> dict[str, Any]:
     return {
         "oa": s["oa"], "kappa": s["kappa"], "n_pixels": s["n"],
         "per_class": {str(c): {"precision": p, "recall": r, "f1": f, "n_reference": int(cm[i].sum())}
-                      for i, (c, p, r, f) in enumerate(zip(labels, s["precision"], s["recall"], s["f1"]))},
+                      for i, (c, p, r, f) in enumerate(zip(labels, s["precision"], s["recall"], s["f1"], strict=False))},
         "confusion": cm.tolist(),
     }
 
@@ -44,7 +44,7 @@ def results_text(runs: list[dict[str, Any]], summary: dict[str, Any], labels: li
     for r, m in enumerate(runs):
         lines += [f"*********** Run {r} ***********", f"Confusion matrix ({map_name.format(r=r)}):", ""]
         lines.append(" " * (width + 2) + "".join(f"{c:>{width}}" for c in labels))
-        for c, row in zip(labels, m["confusion"]):
+        for c, row in zip(labels, m["confusion"], strict=False):
             lines.append(f"{c:>{width}}  " + "".join(f"{v:>{width}}" for v in row))
         lines += ["", f"KAPPA : {m['kappa']:.3f}", f"OA : {m['oa']:.3f}", ""]
     lines += [f"#################### Summary over {len(runs)} run(s): mean +- 95% CI ####################", "",
@@ -111,3 +111,13 @@ def write_reports(final: Path, runs: list[dict[str, Any]], labels: list[int], na
     write_json(final / "metrics.json", doc)
     write_text(final / "RESULTS.txt", text)
     return summary
+
+
+def comparison_text(comparison: dict[str, Any]) -> str:
+    """The model comparison table of RESULTS.txt."""
+    lines = [f"Model comparison (same split, all {comparison['part']} pixels; mean +- 95 % CI over runs)", "",
+             f"{'model':<22}{'OA':>18}{'kappa':>18}{'mean F1':>18}"]
+    for m in comparison["models"]:
+        s = m["summary"]
+        lines.append(f"{m['name']:<22}{mean_ci_text(s['oa']):>18}{mean_ci_text(s['kappa']):>18}{mean_ci_text(s['f1_mean']):>18}")
+    return "\n".join(lines) + "\n"

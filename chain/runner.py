@@ -1,10 +1,13 @@
 """The step engine: declared outputs, a ledger of what ran with which parameters, reasons to re-run.
 
-A step is up to date when its ledger record is complete and its signature (step version, the config
-values it reads, fingerprints of external inputs, signatures of the steps it depends on) is
-unchanged and its declared outputs exist. A changed parameter therefore re-runs that step and every
-step downstream of it, and nothing else. A step interrupted mid-way keeps the tiles it finished
-(each written atomically) and resumes from there when re-run with the same signature.
+A step is up to date when its ledger record is complete and its signature (step version, its typed
+parameters, fingerprints of external inputs, signatures of the steps it depends on) is unchanged
+and its declared outputs exist. A changed parameter therefore re-runs that step and every step
+downstream of it, and nothing else. A step interrupted mid-way keeps the tiles it finished (each
+written atomically) and resumes from there when re-run with the same signature.
+
+Steps are plug-ins (entry-point group ``chain.steps``), ordered by what they require; the engine
+knows nothing of what they do.
 """
 
 from __future__ import annotations
@@ -15,60 +18,72 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from chain.atomic import clean_temporaries, write_json
 from chain.config import Config, stable_hash
 from chain.errors import StateError, StepError
+from chain.params import NoParams, StepParams
+from chain.paths import Paths
 
 log = logging.getLogger(__name__)
 
 
 class Step:
-    """A processing step. Subclasses set ``name``/``requires``/``version`` and implement the hooks."""
+    """A processing step. Subclasses set ``name``/``requires``/``version``/``Params`` and implement the hooks."""
 
     name: ClassVar[str]
-    requires: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()  # steps whose outputs this one reads (their changes re-run it)
+    after: ClassVar[tuple[str, ...]] = ()  # steps to run before this one when present, without depending on them
     version: ClassVar[str] = "1"
-    tiled: ClassVar[bool] = False
+    Params: ClassVar[type[StepParams]] = NoParams  # the config values that change this step's outputs
 
-    def check(self, ctx: "Context") -> None:
+    def check(self, ctx: Context) -> None:  # noqa: B027 - an optional hook
         """Cheap checks of config and inputs, run for every step before the first one starts."""
 
-    def params(self, ctx: "Context") -> dict[str, Any]:
-        """The config values that change this step's outputs (cluster size, for instance, does not)."""
-        return {}
+    def params(self, ctx: Context) -> StepParams:
+        return self.Params.of(ctx.cfg)
 
-    def external_inputs(self, ctx: "Context") -> list[str]:
+    def external_inputs(self, ctx: Context) -> list[str]:
         """Files made outside the chain that this step reads (fingerprinted by size and mtime)."""
         return []
 
-    def outputs(self, ctx: "Context") -> list[Path]:
+    def outputs(self, ctx: Context) -> list[Path]:
         raise NotImplementedError
 
-    def run(self, ctx: "Context") -> None:
+    def run(self, ctx: Context) -> None:
         raise NotImplementedError
-
-
-REGISTRY: dict[str, type[Step]] = {}
-
-
-def register(cls: type[Step]) -> type[Step]:
-    if cls.name in REGISTRY:
-        raise RuntimeError(f"step {cls.name!r} registered twice")
-    unknown = [r for r in cls.requires if r not in REGISTRY]
-    if unknown:
-        raise RuntimeError(f"step {cls.name!r} requires {unknown}, which are not registered before it")
-    REGISTRY[cls.name] = cls
-    return cls
 
 
 def step_names() -> list[str]:
-    import steps  # noqa: F401  (registers the built-in steps, in pipeline order)
+    """The registered steps in pipeline order: each after those it requires or runs after, ties by name."""
+    from chain.plugins import STEPS
 
-    return list(REGISTRY)
+    declared = sorted(STEPS.names())
+    before = {n: set(step_class(n).requires) for n in declared}
+    for n, reqs in before.items():
+        unknown = sorted(r for r in reqs if r not in before)
+        if unknown:
+            raise StateError(f"step {n!r} requires {unknown}, which are not registered")
+    for n in declared:
+        before[n] |= {a for a in step_class(n).after if a in before}
+    order: list[str] = []
+    while len(order) < len(declared):
+        ready = [n for n in declared if n not in order and before[n] <= set(order)]
+        if not ready:
+            raise StateError(f"the steps {sorted(set(declared) - set(order))} require each other in a cycle")
+        order.append(ready[0])
+    return order
+
+
+def step_class(name: str) -> type[Step]:
+    from chain.plugins import STEPS
+
+    cls: type[Step] = STEPS.get(name, "step")
+    return cls
 
 
 @dataclass
@@ -79,12 +94,12 @@ class Context:
     cache: dict[str, Any] = field(default_factory=dict)
     _client: Any = None
 
-    def dir(self, step: str) -> Path:
-        return self.workdir / step
-
     @property
-    def final(self) -> Path:
-        return self.workdir / "final"
+    def paths(self) -> Paths:
+        return Paths(self.workdir)
+
+    def dir(self, step: str) -> Path:
+        return self.paths.step(step)
 
     def client(self) -> Any:
         if self._client is None:
@@ -140,9 +155,9 @@ class Decision:
 
 
 def decide(step: Step, ctx: Context, forced: bool) -> Decision:
-    from chain.catalog import fingerprint_files
+    from chain.fingerprint import fingerprint_files
 
-    params = step.params(ctx)
+    params = step.params(ctx).model_dump(mode="json")
     inputs_hash = stable_hash(fingerprint_files(step.external_inputs(ctx)))
     upstream = {r: ctx.signatures[r] for r in step.requires}
     payload = {"step": step.name, "version": step.version, "params": params, "inputs": inputs_hash, "upstream": upstream}
@@ -207,7 +222,7 @@ class WorkdirLock:
         self.path = workdir / ".chain" / "lock"
         self.fd: int | None = None
 
-    def __enter__(self) -> "WorkdirLock":
+    def __enter__(self) -> WorkdirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -224,16 +239,10 @@ class WorkdirLock:
 
 
 def prepare(ctx: Context, upto: int | None = None) -> None:
-    """Generate the demo scene when the config asks for it, then run every step's checks."""
-    cfg = ctx.cfg
-    if cfg.demo is not None:
-        from chain.demo import ensure
-
-        d = cfg.demo
-        ensure(cfg.inputs.reference.path, d.size_px, d.n_dates, d.n_fields, d.seed, d.year, d.layout, d.s1, d.spot, d.s2_tiles)
+    """Run every step's cheap checks (config and inputs), in pipeline order, before the first step starts."""
     names = step_names()
     for name in names[: (upto + 1) if upto is not None else None]:
-        REGISTRY[name]().check(ctx)
+        step_class(name)().check(ctx)
 
 
 def check(cfg: Config) -> Context:
@@ -277,7 +286,7 @@ def run_pipeline(
             for i, name in enumerate(names):
                 if i > i_to:
                     break
-                step = REGISTRY[name]()
+                step = step_class(name)()
                 forced = i >= i_from and (force or from_step is not None)
                 d = decide(step, ctx, forced)
                 if i < i_from:

@@ -7,6 +7,7 @@ classification); each run then selects its train/validation pixels by polygon id
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -15,9 +16,10 @@ from rasterio.features import rasterize
 from shapely.geometry import box
 
 from chain.catalog import Catalog
-from chain.features import FeatureSpec, compute_features
+from chain.features import compute_features
 from chain.grid import GridSpec, Tile
 from chain.seeds import rng
+from chain.spec import FeatureSpec
 
 
 def polygons_in_tile(polys: gpd.GeoDataFrame, grid: GridSpec, tile: Tile) -> gpd.GeoDataFrame:
@@ -30,7 +32,7 @@ def polygons_in_tile(polys: gpd.GeoDataFrame, grid: GridSpec, tile: Tile) -> gpd
 def rasterize_ids(polys: gpd.GeoDataFrame, grid: GridSpec, tile: Tile, column: str = "poly_id") -> np.ndarray:
     """Raster of ``column`` + 1 over the tile (0 = outside every polygon); pixel centres decide."""
     w = tile.window
-    shapes = ((g, int(v) + 1) for g, v in zip(polys.geometry, polys[column]))
+    shapes = ((g, int(v) + 1) for g, v in zip(polys.geometry, polys[column], strict=False))
     return rasterize(shapes, out_shape=(int(w.height), int(w.width)), transform=grid.window_transform(w),
                      fill=0, dtype="int32")
 
@@ -48,16 +50,17 @@ class Samples:
         return {k: getattr(self, k) for k in ("X", "poly_id", "code", "row", "col", "n_valid")}
 
     @classmethod
-    def from_npz(cls, z: dict[str, np.ndarray]) -> "Samples":
+    def from_npz(cls, z: dict[str, np.ndarray]) -> Samples:
         return cls(*(np.asarray(z[k]) for k in ("X", "poly_id", "code", "row", "col", "n_valid")))
 
     @classmethod
-    def concat(cls, parts: list["Samples"], n_features: int) -> "Samples":
+    def concat(cls, parts: list[Samples], n_features: int) -> Samples:
         if not parts:
-            return cls(np.empty((0, n_features), np.float32), *(np.empty(0, np.int32) for _ in range(4)), np.empty(0, np.uint16))
+            empty = np.empty(0, np.int32)
+            return cls(np.empty((0, n_features), np.float32), empty, empty, empty, empty, np.empty(0, np.uint16))
         return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("X", "poly_id", "code", "row", "col", "n_valid")))
 
-    def take(self, idx: np.ndarray) -> "Samples":
+    def take(self, idx: np.ndarray) -> Samples:
         return Samples(self.X[idx], self.poly_id[idx], self.code[idx], self.row[idx], self.col[idx], self.n_valid[idx])
 
 
@@ -71,8 +74,8 @@ def extract_tile(cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, tile:
     if not ids.any():
         return Samples.concat([], len(spec.names))
     block = compute_features(cat, spec, tile.window)
-    # a pixel with any missing feature (e.g. never seen by S1) is not mapped either: leave it out
-    keep = (ids > 0) & block.valid & (block.n_valid >= min_clear_dates) & np.isfinite(block.values).all(axis=0)
+    # only pixels a model could map (chain.features.mappable), seen clear often enough
+    keep = (ids > 0) & block.mappable() & (block.n_valid >= min_clear_dates)
     rr, cc = np.nonzero(keep)
     pid = ids[rr, cc] - 1
     if max_pixels_per_polygon is not None:
@@ -108,3 +111,17 @@ def select_run(samples: Samples, split: pd.DataFrame, run: int, part: str,
             kept.append(where)
         idx = np.concatenate(kept) if kept else idx
     return samples.take(idx)
+
+
+def save_samples(path: Any, samples: Samples) -> None:
+    from chain.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **samples.to_npz())  # type: ignore[arg-type]
+
+
+def sample_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, cap: int | None, seed: int,
+                min_clear: int, out_dir: Any) -> str:
+    """The samples of one tile into ``<out_dir>/<tile>.npz`` (a dask task of the sample step)."""
+    save_samples(out_dir / f"{tile.id}.npz", extract_tile(cat, spec, polys, tile, cap, seed, min_clear))
+    return tile.id

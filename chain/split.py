@@ -58,7 +58,7 @@ def split_polygons(poly_ids: np.ndarray, codes: np.ndarray, scheme: str, seed: i
         order = rng(seed, "split", run, int(code)).permutation(len(idx))
         sizes = _part_sizes(len(idx), fractions)
         start = 0
-        for name, size in zip(names, sizes):
+        for name, size in zip(names, sizes, strict=False):
             out[idx[order[start:start + size]]] = name
             start += size
     return out

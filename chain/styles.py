@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from xml.sax.saxutils import quoteattr, escape
+from xml.sax.saxutils import escape, quoteattr
 
 from chain.atomic import write_text
 
@@ -31,7 +31,8 @@ def qml(classes: dict[int, dict]) -> str:
       <colorramp type="randomcolors" name="[source]"/>
     </rasterrenderer>
     <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
-    <huesaturation saturation="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" grayscaleMode="0" invertColors="0"/>
+    <huesaturation saturation="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100"
+                   grayscaleMode="0" invertColors="0"/>
     <rasterresampler maxOversample="2"/>
   </pipe>
   <blendMode>0</blendMode>

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -55,7 +56,8 @@ def read_reference(ref: ReferenceInput, grid: GridSpec) -> gpd.GeoDataFrame:
     geoms = gdf.geometry
     kinds = set(geoms[~geoms.is_empty & geoms.notna()].geom_type)
     if not kinds <= {"Polygon", "MultiPolygon"}:
-        raise InputError(f"reference polygons {str(path)!r} contain {sorted(kinds - {'Polygon', 'MultiPolygon'})} geometries; only polygons are accepted")
+        raise InputError(f"reference polygons {str(path)!r} contain {sorted(kinds - {'Polygon', 'MultiPolygon'})} geometries; "
+                         "only polygons are accepted")
 
     out = gpd.GeoDataFrame(
         {
@@ -75,7 +77,8 @@ def read_reference(ref: ReferenceInput, grid: GridSpec) -> gpd.GeoDataFrame:
         log.warning("%s: %d invalid polygon(s) repaired with make_valid (ids %s)", path, int(invalid.sum()), out.poly_id[invalid].head(10).tolist())
         repaired = shapely.make_valid(out.geometry[invalid].to_numpy())
         # make_valid can return collections; keep their polygonal parts only
-        out.loc[invalid, "geometry"] = [shapely.union_all(shapely.get_parts(g)[np.isin(shapely.get_type_id(shapely.get_parts(g)), [3, 6])]) for g in repaired]
+        out.loc[invalid, "geometry"] = [shapely.union_all(shapely.get_parts(g)[np.isin(shapely.get_type_id(shapely.get_parts(g)), [3, 6])])
+                                        for g in repaired]
 
     out = out.to_crs(grid.crs)
     scene = box(*grid.bounds)
@@ -95,12 +98,12 @@ def read_reference(ref: ReferenceInput, grid: GridSpec) -> gpd.GeoDataFrame:
 
 def class_names(gdf: gpd.GeoDataFrame) -> dict[int, str]:
     names: dict[int, str] = {}
-    for code, name in zip(gdf["code"], gdf["name"]):
+    for code, name in zip(gdf["code"], gdf["name"], strict=False):
         names.setdefault(int(code), str(name))
     return dict(sorted(names.items()))
 
 
-def read_aoi(path, crs) -> shapely.Geometry:
+def read_aoi(path: Any, crs: Any) -> shapely.Geometry:
     """The union of the polygons of an area-of-interest file, in ``crs``."""
     from pathlib import Path
 

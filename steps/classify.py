@@ -3,46 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from chain import forest, models
+from chain import models, products
 from chain.classify import classify_tile, proba_path, tile_paths, validity_path
-from chain.runner import Context, Step, register
-from steps import common
-from steps.train import model_dir
+from chain.params import From, StepParams
+from chain.runner import Context, Step
 
 
-def tiles_dir(ctx: Context, run: int) -> Path:
-    return ctx.dir("classify") / f"run_{run}"
+class ClassifyParams(StepParams):
+    # both engines give the same classes: switching re-runs nothing
+    classify: Annotated[dict[str, Any], From("classify", exclude=("engine",))]
+    tile_size_px: Annotated[int, From("grid.tile_size_px")]
 
 
-@register
 class Classify(Step):
     name = "classify"
     requires = ("train", "features")
-    version = "2"
-
-    def params(self, ctx: Context) -> dict[str, Any]:
-        c = dict(ctx.cfg.section("classify"))
-        c.pop("engine", None)  # both engines give the same classes: switching re-runs nothing
-        return {"tile_size_px": ctx.cfg.grid.tile_size_px, "classify": c}
+    after = ("compare_models",)
+    version = "3"
+    Params = ClassifyParams
 
     def outputs(self, ctx: Context) -> list[Path]:
-        return [tiles_dir(ctx, r) for r in common.runs(ctx)]
+        return [ctx.paths.classified_tiles(r) for r in products.runs(ctx)]
 
     def run(self, ctx: Context) -> None:
         from chain.cluster import map_tiles
 
-        cat, spec = common.catalog(ctx), common.spec(ctx)
-        for run in common.runs(ctx):
-            mdir = model_dir(ctx, run)
-            inputs = None
-            if ctx.cfg.model.type != "rf":
-                from chain.deep.inputs import model_inputs
-
-                inputs = [i.to_dict() for i in model_inputs(ctx.cfg.model, spec, cat)]
-            models.check(mdir, spec.names, inputs)  # fails early and clearly on a mismatching model
-            out = tiles_dir(ctx, run)
+        cat, spec = products.catalog(ctx), products.spec(ctx)
+        inputs = [i.to_dict() for i in models.model_type(ctx.cfg.model.type).inputs(ctx.cfg.model, spec, cat)]
+        for run in products.runs(ctx):
+            folder = ctx.paths.model(run)
+            models.check(folder, spec.names, inputs)  # fails early and clearly on a mismatching model
+            out = ctx.paths.classified_tiles(run)
             out.mkdir(parents=True, exist_ok=True)
             proba = ctx.cfg.classify.probabilities
             validity = run == 0  # PixelsValidity does not depend on the run: written once
@@ -51,9 +44,6 @@ class Classify(Step):
                 extra = ([proba_path(out, t)] if proba else []) + ([validity_path(out, t)] if validity else [])
                 return all(p.exists() for p in [*tile_paths(out, t), *extra])
 
-            model = mdir
-            if ctx.cfg.model.type == "rf" and ctx.cfg.classify.engine == "compiled":
-                model = forest.compiled_file(mdir) or mdir  # workers load it without scikit-learn
-            map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, common.tiles(ctx), cat, spec, model, out, proba,
+            map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, products.tiles(ctx), cat, spec, folder, out, proba,
                       ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker, validity, is_done=is_done,
                       key=f"classify-{run}-{ctx.signatures[self.name][:12]}", desc=f"classify: run {run}")

@@ -1,54 +1,44 @@
-"""features: the named feature stack (gap-filled bands + indices per date); optionally the cube itself."""
+"""features: the named feature stack (each source's groups: gap-filled series + indices, SPOT, stack); optionally the cube."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from chain import products
 from chain.atomic import write_json
-from chain.catalog import Catalog
-from chain.features import FeatureSpec, compute_features, feature_spec
-from chain.grid import Tile
-from chain.raster import write_tile
-from chain.runner import Context, Step, register
-from steps import common
-from steps.ingest import preflight
+from chain.features import cube_tile, feature_spec
+from chain.params import From, StepParams
+from chain.runner import Context, Step
 
 
-def cube_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, out_dir: Path) -> str:
-    block = compute_features(cat, spec, tile.window)
-    write_tile(out_dir / f"{tile.id}.tif", block.values, cat.grid, tile.window, float("nan"), descriptions=spec.names)
-    return tile.id
+class FeaturesParams(StepParams):
+    features: Annotated[dict[str, Any], From("features")]
+    gapfill_method: Annotated[str, From("gapfill.method")]
+    cube_tile_size_px: Annotated[int | None, From("grid.tile_size_px", when=lambda cfg: cfg.features.write_cube)]
 
 
-@register
 class Features(Step):
     name = "features"
     requires = ("gapfill",)
+    version = "2"
+    Params = FeaturesParams
 
     def check(self, ctx: Context) -> None:
-        feature_spec(ctx.cfg, preflight(ctx)[0])
-
-    def params(self, ctx: Context) -> dict[str, Any]:
-        p: dict[str, Any] = {"features": ctx.cfg.section("features"), "gapfill": ctx.cfg.section("gapfill")}
-        if ctx.cfg.features.write_cube:
-            p["tile_size_px"] = ctx.cfg.grid.tile_size_px
-        return p
+        feature_spec(ctx.cfg, products.preflight(ctx)[0])
 
     def outputs(self, ctx: Context) -> list[Path]:
-        d = ctx.dir(self.name)
-        return [d / "features.json"] + ([d / "cube"] if ctx.cfg.features.write_cube else [])
+        return [ctx.paths.features] + ([ctx.paths.cube] if ctx.cfg.features.write_cube else [])
 
     def run(self, ctx: Context) -> None:
-        cat = common.catalog(ctx)
-        spec = feature_spec(ctx.cfg, cat)
-        d = ctx.dir(self.name)
+        cat = products.catalog(ctx)
+        spec = feature_spec(ctx.cfg, cat, products.date_grids(ctx))
         if ctx.cfg.features.write_cube:
-            out = d / "cube"
+            out = ctx.paths.cube
             out.mkdir(parents=True, exist_ok=True)
             from chain.cluster import map_tiles
 
-            map_tiles(ctx.client(), ctx.cfg.cluster, cube_tile, common.tiles(ctx), cat, spec, out,
+            map_tiles(ctx.client(), ctx.cfg.cluster, cube_tile, products.tiles(ctx), cat, spec, out,
                       is_done=lambda t: (out / f"{t.id}.tif").exists(), key=f"cube-{ctx.signatures[self.name][:12]}",
                       desc="features: cube")
-        write_json(d / "features.json", spec.to_dict())
+        write_json(ctx.paths.features, spec.to_dict())

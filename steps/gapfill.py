@@ -1,37 +1,38 @@
-"""gapfill: the regular date grid the series is gap-filled onto.
+"""gapfill: the regular date grid of every series (Sentinel-2, Landsat, each Sentinel-1 orbit direction).
 
-The gap-filled values are computed on the fly, per window, by the feature function; the count of
-clear observations per pixel (PixelsValidity) comes out of the classification pass.
+The gap-filled values themselves are computed on the fly, per window, by the feature function; this
+step records the output dates each series is gap-filled onto, which the features step reads.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from chain import products
 from chain.atomic import write_json
-from chain.features import output_dates
-from chain.runner import Context, Step, register
-from steps import common
-from steps.ingest import preflight
+from chain.features import date_grids
+from chain.params import From, StepParams
+from chain.runner import Context, Step
 
 
-@register
+class GapfillParams(StepParams):
+    gapfill: Annotated[dict[str, Any], From("gapfill")]
+
+
 class Gapfill(Step):
     name = "gapfill"
     requires = ("ingest",)
-    version = "2"
+    version = "3"
+    Params = GapfillParams
 
     def check(self, ctx: Context) -> None:
-        output_dates(ctx.cfg, preflight(ctx)[0])
-
-    def params(self, ctx: Context) -> dict[str, Any]:
-        return {"gapfill": ctx.cfg.section("gapfill")}
+        date_grids(ctx.cfg, products.preflight(ctx)[0])
 
     def outputs(self, ctx: Context) -> list[Path]:
-        return [ctx.dir(self.name) / "dates.json"]
+        return [ctx.paths.dates]
 
     def run(self, ctx: Context) -> None:
-        cat = common.catalog(ctx)
-        write_json(ctx.dir(self.name) / "dates.json", {"input": [x.isoformat() for x in cat.dates],
-                                                      "output": [x.isoformat() for x in output_dates(ctx.cfg, cat)]})
+        grids = date_grids(ctx.cfg, products.catalog(ctx))
+        write_json(ctx.paths.dates, {s: {label: {"output": [d.isoformat() for d in dates]} for label, dates in g.items()}
+                                     for s, g in grids.items()})

@@ -4,51 +4,40 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
-from chain.atomic import atomic_path, write_json
-from chain.sampling import Samples, extract_tile, polygons_in_tile
-from chain.runner import Context, Step, register
-from steps import common
+from chain import products
+from chain.atomic import write_json
+from chain.params import From, StepParams
+from chain.runner import Context, Step
+from chain.sampling import Samples, polygons_in_tile, sample_tile, save_samples
 
 log = logging.getLogger(f"chain.{__name__}")
 
 
-def _save(path: Path, samples: Samples) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **samples.to_npz())
+class SampleParams(StepParams):
+    sample: Annotated[dict[str, Any], From("sample")]
+    seed: Annotated[int, From("seed")]
+    tile_size_px: Annotated[int, From("grid.tile_size_px")]
 
 
-def sample_tile(tile, cat, spec, polys, cap, seed, min_clear, out_dir: Path) -> str:  # type: ignore[no-untyped-def]
-    _save(out_dir / f"{tile.id}.npz", extract_tile(cat, spec, polys, tile, cap, seed, min_clear))
-    return tile.id
-
-
-def load_samples(ctx: Context) -> Samples:
-    return ctx.memo("samples", lambda: Samples.from_npz(np.load(ctx.dir("sample") / "pixels.npz")))
-
-
-@register
 class Sample(Step):
     name = "sample"
     requires = ("features",)
-
-    def params(self, ctx: Context) -> dict[str, Any]:
-        return {"sample": ctx.cfg.section("sample"), "seed": ctx.cfg.seed, "tile_size_px": ctx.cfg.grid.tile_size_px}
+    after = ("split",)
+    Params = SampleParams
 
     def outputs(self, ctx: Context) -> list[Path]:
-        d = ctx.dir(self.name)
-        return [d / "pixels.npz", d / "summary.json"]
+        return [ctx.paths.samples, ctx.paths.sample_summary]
 
     def run(self, ctx: Context) -> None:
         from chain.cluster import map_tiles
 
-        cat, spec, polys = common.catalog(ctx), common.spec(ctx), common.reference(ctx)
-        tiles = [t for t in common.tiles(ctx) if not polygons_in_tile(polys, cat.grid, t).empty]
-        out = ctx.dir(self.name) / "tiles"
+        cat, spec, polys = products.catalog(ctx), products.spec(ctx), products.reference(ctx)
+        tiles = [t for t in products.tiles(ctx) if not polygons_in_tile(polys, cat.grid, t).empty]
+        out = ctx.paths.sample_tiles
         out.mkdir(parents=True, exist_ok=True)
         client = ctx.client()
         polys_f = client.scatter(polys, broadcast=True)
@@ -57,13 +46,14 @@ class Sample(Step):
                   key=f"sample-{ctx.signatures[self.name][:12]}", desc="sample: tiles")
         parts = [Samples.from_npz(np.load(out / f"{t.id}.npz")) for t in tiles]
         samples = Samples.concat(parts, len(spec.names))
-        _save(ctx.dir(self.name) / "pixels.npz", samples)
+        save_samples(ctx.paths.samples, samples)
         codes, counts = np.unique(samples.code, return_counts=True)
-        summary = {"n_pixels": int(len(samples.code)), "n_polygons": int(len(np.unique(samples.poly_id))),
-                   "n_features": len(spec.names), "pixels_per_class": {str(c): int(n) for c, n in zip(codes, counts)}}
+        summary: dict[str, Any] = {"n_pixels": int(len(samples.code)), "n_polygons": int(len(np.unique(samples.poly_id))),
+                                   "n_features": len(spec.names),
+                                   "pixels_per_class": {str(c): int(n) for c, n in zip(codes, counts, strict=True)}}
         missing = sorted(set(polys["poly_id"]) - set(np.unique(samples.poly_id).tolist()))
         if missing:
             log.warning("sample: %d polygon(s) contain no clear pixel centre and give no sample (ids %s)", len(missing), missing[:10])
         summary["polygons_without_pixels"] = missing
-        write_json(ctx.dir(self.name) / "summary.json", summary)
+        write_json(ctx.paths.sample_summary, summary)
         log.info("sample: %d pixels from %d polygons, %d features", summary["n_pixels"], summary["n_polygons"], summary["n_features"])

@@ -2,44 +2,53 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from chain import products
 from chain.classify import CLASS_NODATA
-from chain.runner import Context, Step, register
+from chain.params import From, StepParams
+from chain.runner import Context, Step
 from chain.vectorize import merge_tiles, tile_polygons
-from steps import common
-from steps.regularize import regularized_path
+
+
+class VectorizeParams(StepParams):
+    vectorize: Annotated[dict[str, Any], From("vectorize")]
+    tile_size_px: Annotated[int, From("grid.tile_size_px")]
+    classes: Annotated[dict[str, Any], From("classes")]  # the polygons' class names
+
+
+def _done(out: Path, suffix: str, tile: Any) -> bool:
+    return (out / f"{tile.id}{suffix}").exists()
 
 
 def source_map(ctx: Context, run: int) -> Path:
-    return regularized_path(ctx, run) if ctx.cfg.regularize.enabled else ctx.final / f"Classif_Seed_{run}.tif"
+    return ctx.paths.regularized_map(run) if ctx.cfg.regularize.enabled else ctx.paths.class_map(run)
 
 
-@register
 class Vectorize(Step):
     name = "vectorize"
     requires = ("regularize",)
-
-    def params(self, ctx: Context) -> dict[str, Any]:
-        return {"vectorize": ctx.cfg.section("vectorize"), "tile_size_px": ctx.cfg.grid.tile_size_px}
+    version = "2"
+    Params = VectorizeParams
 
     def outputs(self, ctx: Context) -> list[Path]:
         if not ctx.cfg.vectorize.enabled:
             return []
-        return [ctx.final / f"Classif_Seed_{r}.gpkg" for r in common.runs(ctx)]
+        return [ctx.paths.vector_map(r) for r in products.runs(ctx)]
 
     def run(self, ctx: Context) -> None:
         if not ctx.cfg.vectorize.enabled:
             return
         from chain.cluster import map_tiles
 
-        cat, tiles = common.catalog(ctx), common.tiles(ctx)
-        names = {c: v["name"] for c, v in common.classes(ctx).items()}
-        for r in common.runs(ctx):
-            out = ctx.dir(self.name) / f"run_{r}"
+        cat, tiles = products.catalog(ctx), products.tiles(ctx)
+        names = {c: v["name"] for c, v in products.classes(ctx).items()}
+        for r in products.runs(ctx):
+            out = ctx.paths.vector_tiles(r)
             out.mkdir(parents=True, exist_ok=True)
             map_tiles(ctx.client(), ctx.cfg.cluster, tile_polygons, tiles, cat.grid, source_map(ctx, r), CLASS_NODATA, out,
-                      is_done=lambda t: (out / f"{t.id}.gpkg").exists(), key=f"vectorize-{r}-{ctx.signatures[self.name][:12]}",
+                      is_done=partial(_done, out, ".gpkg"), key=f"vectorize-{r}-{ctx.signatures[self.name][:12]}",
                       desc=f"vectorize: run {r}")
-            merge_tiles([out / f"{t.id}.gpkg" for t in tiles], ctx.final / f"Classif_Seed_{r}.gpkg", names, cat.grid.crs)
+            merge_tiles([out / f"{t.id}.gpkg" for t in tiles], ctx.paths.vector_map(r), names, cat.grid.crs)

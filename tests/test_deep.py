@@ -8,15 +8,16 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from chain import config
+from chain import config, models
 from chain.catalog import build_catalog
-from chain.deep import nets, trainer
-from chain.deep.infer import PatchModel
-from chain.deep.inputs import PatchInput, TileBlock, model_inputs
+from chain.deep import trainer
+from chain.deep.inputs import PatchInput, TileBlock
 from chain.demo import generate
 from chain.errors import ConfigError, StepError
 from chain.features import compute_features, feature_spec
-from chain.models import check
+from chain.models import check, model_type
+from chain.models.m3fusion import M3FusionNet
+from chain.models.multiresolcc import MultiResoLCCNet
 from chain.runner import run_pipeline
 from tests.conftest import TINY, tiny_config
 
@@ -38,6 +39,14 @@ INPUTS = {
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("deep") / "s", **{**TINY, "n_dates": 6}, s1=True, spot="geotiff")
+
+
+def _network(cfg):
+    return lambda n, shapes: model_type(cfg.type).network(cfg, n, shapes)
+
+
+def model_inputs(cfg, spec, cat):
+    return model_type(cfg.type).inputs(cfg, spec, cat)
 
 
 def _model(kind):
@@ -63,8 +72,8 @@ SHAPES = {
 
 @pytest.mark.parametrize("kind,n_aux", [("multiresolcc", 0), ("m3fusion", 2), ("twinns", 4)])
 def test_networks_give_fused_and_auxiliary_logits(kind, n_aux):
-    cfg = config.pydantic_adapter_for_model().validate_python(SMALL[kind])
-    net = nets.build(cfg, 7, SHAPES[kind]).eval()
+    cfg = config.parse_model(SMALL[kind])
+    net = model_type(kind).network(cfg, 7, SHAPES[kind]).eval()
     out = net(_fake_batch(SHAPES[kind]))
     assert out["fused"].shape == (6, 7) and len(out["aux"]) == n_aux
     assert all(a.shape == (6, 7) for a in out["aux"])
@@ -75,24 +84,25 @@ def test_networks_give_fused_and_auxiliary_logits(kind, n_aux):
 
 
 def test_default_sizes_follow_the_papers():
-    m = nets.MultiResoLCC(5, 1, 4, 32, 8)
+    m = MultiResoLCCNet(5, 1, 4, 32, 8)
     assert m.head.in_features == 512 + 1024
-    f = nets.M3Fusion(5, 10, 13, 5, 25)
+    f = M3FusionNet(5, 10, 13, 5, 25)
     assert f.gru.hidden_size == 1024 and f.head.in_features == 1024 + 512
     assert f(_fake_batch({"s2": {"channels": 130, "size": 1}, "vhr": {"channels": 5, "size": 25}}, n=2))["fused"].shape == (2, 5)
     with pytest.raises(ConfigError, match="too small"):
-        nets.MultiResoLCC(5, 1, 4, 16, 4)
+        MultiResoLCCNet(5, 1, 4, 16, 4)
 
 
 def _train(kind, seed):
-    cfg = config.pydantic_adapter_for_model().validate_python({**SMALL[kind], **TRAIN})
+    cfg = config.parse_model({**SMALL[kind], **TRAIN})
     shapes = SHAPES[kind]
     rng = np.random.default_rng(0)
     y = np.repeat([1, 2, 3], 20)
     patches = {k: (rng.normal(size=(60, s["channels"], s["size"], s["size"])) + y[:, None, None, None]).astype(np.float16)
                for k, s in shapes.items()}
     inputs = [PatchInput(k, "grid", s["size"], tuple(range(s["channels"])), s["steps"]) for k, s in shapes.items()]
-    return trainer.train(cfg, inputs, {k: s["channels"] for k, s in shapes.items()}, [1, 2, 3], patches, y, None, None, seed)
+    return trainer.train(cfg, _network(cfg), inputs, {k: s["channels"] for k, s in shapes.items()}, [1, 2, 3], patches, y,
+                         None, None, seed)
 
 
 @pytest.mark.parametrize("kind", ["multiresolcc", "twinns"])
@@ -113,7 +123,8 @@ def test_save_load_round_trip(tmp_path):
                 "feature_names": ["a"], "inputs": []}
     trainer.save(tmp_path, net, norm, hist, manifest)
     assert (tmp_path / "curves.png").stat().st_size > 1000
-    loaded, man, norm2 = trainer.load(tmp_path)
+    man = models.read_manifest(tmp_path)
+    loaded, norm2 = trainer.load(tmp_path, man, _network(config.parse_model(cfg)))
     x = _fake_batch(SHAPES["m3fusion"])
     assert torch.equal(net(x)["fused"], loaded(x)["fused"])
     assert norm2.mean == norm.mean and man["versions"]["torch"] == torch.__version__
@@ -126,7 +137,7 @@ def test_patches_are_centred_on_the_pixel(scene, tmp_path):
     cat = build_catalog(cfg)
     spec = feature_spec(cfg, cat)
     win = Window(8, 8, 24, 24)
-    inp = [PatchInput("features", "grid", 3, tuple(range(len(spec.names)))), PatchInput("pan", "pan", 8)]
+    inp = [PatchInput("features", "grid", 3, tuple(range(len(spec.names)))), PatchInput("pan", "pan", 8, source="spot")]
     block = TileBlock(cat, spec, inp, win)
     rows, cols = np.array([8, 20, 31]), np.array([8, 15, 31])
     got = block.gather(rows, cols)
@@ -134,7 +145,7 @@ def test_patches_are_centred_on_the_pixel(scene, tmp_path):
     for k, (r, c) in enumerate(zip(rows, cols)):
         np.testing.assert_array_equal(got["features"][k], full[:, r - 1:r + 2, c - 1:c + 2])
     # the 8x8 PAN patch of a 10 m cell spans 12 m around the cell centre
-    with rasterio.open(cat.spot.pan) as src:
+    with rasterio.open(cat.source("spot").pan) as src:
         x, y = cat.grid.affine * (cols[1] + 0.5, rows[1] + 0.5)
         pc, pr = ~src.transform * (x, y)
         expect = src.read(1, window=Window(int(np.floor(pc - 4 + 0.5)), int(np.floor(pr - 4 + 0.5)), 8, 8))
@@ -162,7 +173,7 @@ def test_chain_runs_each_patch_model_and_tiles_are_seamless(scene, tmp_path, kin
     # tiled inference (the run used 32 px tiles) equals one untiled pass over the scene
     cat = build_catalog(cfg)
     spec = feature_spec(cfg, cat)
-    valid, proba, _ = PatchModel(mdir).predict_window(cat, spec, Window(0, 0, cat.grid.width, cat.grid.height))
+    valid, proba, _ = models.load(mdir).predict_window(cat, spec, Window(0, 0, cat.grid.width, cat.grid.height))
     whole = np.zeros(valid.shape, np.uint8)
     whole[valid] = np.asarray(manifest["classes"])[proba.argmax(1)]
     assert (whole == mapped).mean() > 0.999
@@ -193,8 +204,10 @@ def test_model_inputs_follow_the_feature_names(scene, tmp_path):
     spec = feature_spec(cfg, cat)
     s2, s1 = model_inputs(cfg.model, spec, cat)
     names = spec.names
-    T, D = s2.steps, len(spec.bands) + len(spec.indices)
-    assert [names[i] for i in s2.index[:D]] == [f"{b}_{spec.dates[0]:%Y%m%d}" for b in [*spec.bands, *(i.upper() for i in spec.indices)]]
+    (_, g2), = spec.of_source("s2")
+    T, D = s2.steps, len(g2.channels)
+    assert [names[i] for i in s2.index[:D]] == [f"{c}_{g2.dates[0]:%Y%m%d}" for c in g2.channels]
+    assert g2.channels == ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12", "NDVI", "NDWI", "BRIGHTNESS")
     assert len(s2.index) == T * D
     assert all(names[i].startswith("S1_") for i in s1.index) and len(s1.index) % s1.steps == 0
 
@@ -231,14 +244,14 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
             raise Killed
 
     ckpt = tmp_path / "checkpoint.pt"
-    cfg = config.pydantic_adapter_for_model().validate_python({**SMALL["twinns"], **TRAIN})
+    cfg = config.parse_model({**SMALL["twinns"], **TRAIN})
     shapes = SHAPES["twinns"]
     rng = np.random.default_rng(0)
     y = np.repeat([1, 2, 3], 20)
     patches = {k: (rng.normal(size=(60, s["channels"], s["size"], s["size"])) + y[:, None, None, None]).astype(np.float16)
                for k, s in shapes.items()}
     inputs = [PatchInput(k, "grid", s["size"], tuple(range(s["channels"])), s["steps"]) for k, s in shapes.items()]
-    args = (cfg, inputs, {k: s["channels"] for k, s in shapes.items()}, [1, 2, 3], patches, y, None, None, 3)
+    args = (cfg, _network(cfg), inputs, {k: s["channels"] for k, s in shapes.items()}, [1, 2, 3], patches, y, None, None, 3)
     monkeypatch.setattr(trainer, "_epoch_done", die_after_first)
     with pytest.raises(Killed):
         trainer.train(*args, checkpoint=ckpt)
@@ -254,12 +267,12 @@ def test_pansharpened_patches_keep_the_ms_level_and_add_pan_detail(scene, tmp_pa
     cfg = _config(scene, tmp_path / "pxs", "m3fusion", model={**_model("m3fusion"), "vhr_input": "pansharpened"})
     cat = build_catalog(cfg)
     spec = feature_spec(cfg, cat)
-    assert len(cat.spot.pan_fit) == len(cat.spot.ms_bands) + 1
+    assert len(cat.source("spot").pan_fit) == len(cat.source("spot").ms_bands) + 1
     (s2, vhr) = model_inputs(cfg.model, spec, cat)
     assert vhr.kind == "pxs" and vhr.channels(cat) == 4
-    block = TileBlock(cat, spec, [PatchInput("pxs", "pxs", 24)], Window(10, 10, 20, 20))
+    block = TileBlock(cat, spec, [PatchInput("pxs", "pxs", 24, source="spot")], Window(10, 10, 20, 20))
     pxs = block.gather(np.array([20]), np.array([20]))["pxs"][0]  # (4, 24, 24) at 1.5 m
-    with rasterio.open(cat.spot.pan) as src:
+    with rasterio.open(cat.source("spot").pan) as src:
         x, y = cat.grid.affine * (20.5, 20.5)
         pc, pr = ~src.transform * (x, y)
         pan = src.read(1, window=Window(int(np.floor(pc - 12 + 0.5)), int(np.floor(pr - 12 + 0.5)), 24, 24)).astype(float)
@@ -267,7 +280,7 @@ def test_pansharpened_patches_keep_the_ms_level_and_add_pan_detail(scene, tmp_pa
     for b in range(4):
         assert np.corrcoef(pxs[b].ravel(), pan.ravel())[0, 1] > 0.6
     # and the level of each band is the MS one: 4x4 PAN blocks average back to the MS pixels (about)
-    with rasterio.open(cat.spot.ms) as src:
+    with rasterio.open(cat.source("spot").ms) as src:
         ms = src.read(window=Window(int(np.floor(pc / 4 - 3 + 0.5)), int(np.floor(pr / 4 - 3 + 0.5)), 6, 6)).astype(float)
     back = pxs.reshape(4, 6, 4, 6, 4).mean(axis=(2, 4))
     assert np.median(np.abs(back - ms) / ms) < 0.15

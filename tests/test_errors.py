@@ -88,7 +88,7 @@ def test_polygons_with_non_integer_codes(make_config):
 
 def test_dates_out_of_range(make_config):
     path = make_config(gapfill={"start": "2030-01-01", "end": "2030-12-31"})
-    _assert_clean_error(*_run("run", path), 2, "2030-01-01", "no acquisition between gapfill.start")
+    _assert_clean_error(*_run("run", path), 2, "2030-01-01", "no Sentinel-2 acquisition between gapfill.start")
 
 
 def test_small_class_error_before_any_heavy_work(make_config):
@@ -101,8 +101,8 @@ def test_invalid_polygons_are_repaired_with_a_warning(make_config, caplog):
     from shapely.geometry import Polygon
 
     from chain import config
+    from chain.products import preflight
     from chain.runner import check
-    from steps.ingest import preflight
 
     path = make_config()
     ref = path.parent / "scene" / "reference.gpkg"

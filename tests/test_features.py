@@ -6,7 +6,7 @@ from rasterio.windows import Window
 
 from chain import config
 from chain.catalog import build_catalog
-from chain.features import compute_features, feature_spec, read_series
+from chain.features import compute_features, feature_spec
 from chain.raster import read_on_grid
 
 
@@ -20,7 +20,7 @@ def cat_spec(make_config):
 def test_grid_is_the_10m_band_grid_and_20m_bands_are_warped_onto_it(cat_spec):
     _, cat, _ = cat_spec
     assert cat.grid.res == (10.0, 10.0) and (cat.grid.width, cat.grid.height) == (64, 64)
-    b11 = cat.acquisitions[0].bands["B11"]
+    b11 = cat.source("s2").acquisitions[0].bands["B11"]
     with rasterio.open(b11) as src:
         assert src.res == (20.0, 20.0)
         native = src.read(1)
@@ -42,7 +42,7 @@ def test_indices_are_computed_on_gap_filled_reflectance(cat_spec):
     _, cat, spec = cat_spec
     block = compute_features(cat, spec, Window(0, 0, 64, 64))
     names = spec.names
-    d = spec.dates[1].strftime("%Y%m%d")
+    d = spec.of_source("s2")[0][1].dates[1].strftime("%Y%m%d")
     b4, b8 = block.values[names.index(f"B4_{d}")], block.values[names.index(f"B8_{d}")]
     ndvi = block.values[names.index(f"NDVI_{d}")]
     ok = block.valid
@@ -52,8 +52,9 @@ def test_indices_are_computed_on_gap_filled_reflectance(cat_spec):
 
 def test_clouds_and_nodata_are_invalid(cat_spec):
     _, cat, _ = cat_spec
-    raw, valid = read_series(cat, Window(0, 0, 64, 64))
-    for t, acq in enumerate(cat.acquisitions):
+    s2 = cat.source("s2")
+    raw, valid = s2.read_series(cat.grid, Window(0, 0, 64, 64))
+    for t, acq in enumerate(s2.acquisitions):
         with rasterio.open(acq.mask) as src:
             cloudy = src.read(1) != 0
         assert not valid[t][cloudy].any()
@@ -63,12 +64,13 @@ def test_clouds_and_nodata_are_invalid(cat_spec):
 
 def test_dates_outside_the_range_are_skipped_with_a_warning(make_config, caplog):
     cfg = config.load(make_config())
-    all_dates = build_catalog(cfg).dates
+    all_dates = build_catalog(cfg).source("s2").dates
     start = all_dates[3]
     cfg = config.load(make_config("range", gapfill={"start": str(start), "interval_days": 1}))
     with caplog.at_level("WARNING"):
         cat = build_catalog(cfg)
-    assert cat.dates[0] >= all_dates[2] and len(cat.dates) < len(all_dates)
+    dates = cat.source("s2").dates
+    assert dates[0] >= all_dates[2] and len(dates) < len(all_dates)
     assert "outside gapfill.start/end" in caplog.text
 
 

@@ -86,7 +86,7 @@ def test_changed_parameter_reruns_affected_steps_only(make_config):
 
 
 def test_resume_after_crash_gives_identical_map(make_config, monkeypatch, done_run):
-    import chain.classify as classify_mod
+    import chain.features as classify_mod  # the pixel predictor reads each tile through it
 
     cfg = config.load(make_config("crash"))
     real = classify_mod.compute_features

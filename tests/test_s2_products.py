@@ -33,9 +33,9 @@ def test_theia_products_give_the_same_features_as_plain_folders(theia_scenes, ti
     plain = _config(tiny_scene, tmp_path / "plain", None)
     theia = _config(theia_scenes[layout], tmp_path / layout, "theia")
     cp, ct = build_catalog(plain), build_catalog(theia)
-    assert cp.dates == ct.dates and cp.grid == ct.grid and ct.nodata == -10000
+    assert cp.source("s2").dates == ct.source("s2").dates and cp.grid == ct.grid and ct.source("s2").nodata == -10000
     if layout == "theia_zip":
-        assert ct.acquisitions[0].bands["B2"].startswith("/vsizip/")
+        assert ct.source("s2").acquisitions[0].bands["B2"].startswith("/vsizip/")
         assert not any(p.is_dir() for p in (tmp_path / layout / "scene" / "s2").iterdir())  # never unpacked
     w = Window(0, 0, 64, 64)
     a = compute_features(cp, feature_spec(plain, cp), w)
@@ -96,7 +96,8 @@ def test_two_tiles_per_date_are_merged_onto_one_grid(theia_scenes, tmp_path, exp
     path = tiny_config(split_scene, tmp_path / "multi", inputs={"s2": {"format": "theia", "resampling": "nearest"}}, grid=grid)
     multi = config.load(path)
     cs, cm = build_catalog(single), build_catalog(multi)
-    assert len(cm.acquisitions) == 2 * len(cs.acquisitions) and cm.dates == cs.dates
+    assert len(cm.source("s2").acquisitions) == 2 * len(cs.source("s2").acquisitions)
+    assert cm.source("s2").dates == cs.source("s2").dates
     assert cm.grid == cs.grid
     w = Window(0, 0, 64, 64)
     a = compute_features(cs, feature_spec(single, cs), w)
@@ -111,17 +112,16 @@ def sen2cor_scene(tmp_path_factory):
 
 
 def test_sen2cor_offsets_and_scl_are_applied(sen2cor_scene, tiny_scene, tmp_path):
-    from chain.features import read_series
-
     plain = _config(tiny_scene, tmp_path / "plain", None)
     s2c = _config(sen2cor_scene, tmp_path / "s2c", "sen2cor")
     cp, cs = build_catalog(plain), build_catalog(s2c)
-    assert cp.dates == cs.dates and cp.grid == cs.grid and cs.nodata == 0
-    offsets = [a.offsets["B4"] for a in cs.acquisitions]
+    sp, ss = cp.source("s2"), cs.source("s2")
+    assert sp.dates == ss.dates and cp.grid == cs.grid and ss.nodata == 0
+    offsets = [a.offsets["B4"] for a in ss.acquisitions]
     assert set(np.round(offsets, 6)) == {0.0, -0.1}  # both processing baselines are present
     w = Window(0, 0, 64, 64)
-    raw_p, valid_p = read_series(cp, w)
-    refl_s, valid_s = read_series(cs, w)  # per-product offsets: read_series gives reflectance
+    raw_p, valid_p = sp.read_series(cp.grid, w)
+    refl_s, valid_s = ss.read_series(cs.grid, w)  # per-product offsets: read_series gives reflectance
     assert not (valid_s & ~valid_p).any()  # SCL at 20 m masks at least what the 10 m mask does
     assert valid_s.sum() > 0.8 * valid_p.sum()
     refl_p = raw_p * 1e-4
@@ -177,7 +177,7 @@ def test_tiles_in_two_utm_zones_are_read_onto_one_grid(theia_scenes, tmp_path):
         assert src.crs.to_epsg() == 32739
     auto = config.load(tiny_config(scene, tmp_path / "auto", inputs={"s2": {"format": "theia", "resampling": "nearest"}}))
     cs, ca = build_catalog(single), build_catalog(auto)
-    assert ca.grid.crs.to_epsg() == 32740 and ca.dates == cs.dates
+    assert ca.grid.crs.to_epsg() == 32740 and ca.source("s2").dates == cs.source("s2").dates
     # the grid covers both tiles (the reprojected one's footprint is a little larger)
     l, b, r, t = ca.grid.bounds
     sl, sb, sr, st = cs.grid.bounds
@@ -209,7 +209,7 @@ def test_chain_runs_on_sen2cor_products_of_two_tiles(tmp_path):
         cat = build_catalog(cfg)
         res[name] = (cat, compute_features(cat, feature_spec(cfg, cat), Window(0, 0, 64, 64)))
         if name == "two":
-            assert len(cat.acquisitions) == 2 * len(res["one"][0].acquisitions)
+            assert len(cat.source("s2").acquisitions) == 2 * len(res["one"][0].source("s2").acquisitions)
             run_pipeline(cfg)
             assert json.loads((cfg.workdir / "final" / "metrics.json").read_text())["summary"]["oa"]["mean"] > 0.6
     assert res["two"][0].grid == res["one"][0].grid

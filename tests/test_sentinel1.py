@@ -28,10 +28,10 @@ def test_s1_features_are_db_on_a_regular_grid_per_orbit(s1_scene, tmp_path):
     cfg = _cfg(s1_scene, tmp_path / "sep", interval_days=6)
     cat = build_catalog(cfg)
     spec = feature_spec(cfg, cat)
-    assert {f.group for f in cat.s1} == {"ASC", "DES"}
+    assert {f.group for f in cat.source("s1").files_} == {"ASC", "DES"}
     assert spec.names[0].startswith("S1_ASC_VV_") and any(n.startswith("S1_DES_VH_") for n in spec.names)
     block = compute_features(cat, spec, Window(0, 0, 64, 64))
-    first = min((f for f in cat.s1 if f.group == "ASC" and f.pol == "vv"), key=lambda f: f.date)
+    first = min((f for f in cat.source("s1").files_ if f.group == "ASC" and f.pol == "vv"), key=lambda f: f.date)
     with rasterio.open(first.path) as src:
         expected = 10 * np.log10(src.read(1))
     got = block.values[spec.names.index(f"S1_ASC_VV_{first.date:%Y%m%d}")]

@@ -38,14 +38,14 @@ def test_dimap_and_geotiff_pairs_give_the_same_features(spot_scenes, tmp_path):
     for layout, scene in spot_scenes.items():
         cfg = _cfg(scene, tmp_path / layout)
         cat = build_catalog(cfg)
-        assert cat.spot.ratio == 4 and cat.spot.pan_res == 1.5 and cat.spot.ms_res == 6.0
+        assert cat.source("spot").ratio == 4 and cat.source("spot").pan_res == 1.5 and cat.source("spot").ms_res == 6.0
         assert cat.grid.res == (6.0, 6.0)  # SPOT alone: mapped at the MS resolution
-        assert max(abs(v) for v in cat.spot.shift_m) < 0.6  # the demo pair is co-registered
-        assert set(cat.spot.stats) == {"pan", "blue", "green", "red", "nir"}
-        assert cat.spot.stats["nir"]["mean"] > cat.spot.stats["red"]["mean"]  # vegetated scene, bands in order
+        assert max(abs(v) for v in cat.source("spot").shift_m) < 0.6  # the demo pair is co-registered
+        assert set(cat.source("spot").stats) == {"pan", "blue", "green", "red", "nir"}
+        assert cat.source("spot").stats["nir"]["mean"] > cat.source("spot").stats["red"]["mean"]  # vegetated scene, bands in order
         cats[layout] = (cfg, cat)
     if "dimap_jp2" in cats:
-        assert cats["dimap_jp2"][1].spot.pan.endswith(".XML")
+        assert cats["dimap_jp2"][1].source("spot").pan.endswith(".XML")
     w = Window(0, 0, 48, 48)
     blocks = [compute_features(cat, feature_spec(cfg, cat), w) for cfg, cat in cats.values()]
     np.testing.assert_array_equal(blocks[0].values, blocks[1].values)
@@ -98,7 +98,7 @@ def test_shift_between_pan_and_ms_is_measured_and_reported(spot_scenes, tmp_path
     cfg = config.load(tiny_config(spot_scenes["geotiff"], tmp_path / "s",
                                   inputs={"s2": None, "spot": {"pan": str(pan), "ms": str(shifted)}}))
     cat = build_catalog(cfg)
-    assert cat.spot.shift_m[0] == pytest.approx(12.0, abs=1.5) and abs(cat.spot.shift_m[1]) < 1.5
+    assert cat.source("spot").shift_m[0] == pytest.approx(12.0, abs=1.5) and abs(cat.source("spot").shift_m[1]) < 1.5
     assert "check the co-registration" in caplog.text
 
 

@@ -63,8 +63,9 @@ def test_stack_beside_the_series_appends_its_bands(stack_case):
     cfg = config.load(path, ["inputs.stack.path=scene/stack/part2.tif"])
     run_pipeline(cfg, to_step="features")
     spec = json.loads((cfg.workdir / "features" / "features.json").read_text())
-    assert spec["stack"] and spec["names"][-len(spec["stack"]):] == spec["stack"]
-    assert len(spec["names"]) > len(spec["stack"]) + 10
+    stack = spec["groups"][-1]
+    assert stack["source"] == "stack" and stack["names"] and spec["names"][-len(stack["names"]):] == stack["names"]
+    assert len(spec["names"]) > len(stack["names"]) + 10
 
 
 def test_stack_band_names_from_config_and_errors(stack_case):
@@ -74,7 +75,7 @@ def test_stack_band_names_from_config_and_errors(stack_case):
     path, scene, n1, _ = stack_case
     names = [f"f{i}" for i in range(len(n1))]
     cfg = config.load(path, ["inputs.s2=null", "inputs.stack.path=scene/stack/part1.tif", f"inputs.stack.bands={names}"])
-    assert build_catalog(cfg).stack[0].names == tuple(names)
+    assert build_catalog(cfg).source("stack").stack[0].names == tuple(names)
     cfg = config.load(path, ["inputs.s2=null", "inputs.stack.path=scene/stack/part1.tif", "inputs.stack.bands=[a, b]"])
     with pytest.raises(InputError, match="has 12 band"):
         build_catalog(cfg)

@@ -1,47 +1,44 @@
 """Patches for patch-based models, read once per tile and cut with strided views.
 
-A model declares its inputs (``PatchInput``): patches of the chain's features on the grid (an S2
-series, S1 series, any feature), or of the SPOT images on their native lattices (PAN, MS, or
-"vhr" = PAN + MS repeated to the PAN pixel). A ``TileBlock`` reads, for one tile, each source once
-over the tile plus a halo of the patch radius; ``gather`` then cuts the patches of any set of grid
-pixels from ``sliding_window_view``s of those arrays (no Python loop over pixels, no re-read).
-Patches that run off the scene are padded by replicating the edge, the same way whatever the
-tiling, so a tiled map equals an untiled one.
+A model declares its inputs (``PatchInput``): patches of the chain's features on the grid (a series,
+any feature: ``kind="grid"``), or of a source's images on their own pixels (``kind`` one of the
+source's ``native_kinds``, e.g. SPOT's pan, ms, vhr, pxs). A ``TileBlock`` reads, for one tile, each
+input once over the tile plus a halo of the patch radius; ``gather`` then cuts the patches of any set
+of grid pixels from ``sliding_window_view``s of those arrays (no Python loop over pixels, no
+re-read). Patches that run off the scene are padded by replicating the edge, the same way whatever
+the tiling, so a tiled map equals an untiled one.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rasterio
 from numpy.lib.stride_tricks import sliding_window_view
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from chain.catalog import Catalog
 from chain.errors import ConfigError
-from chain.features import FeatureSpec, compute_features
+from chain.features import compute_features, mappable
 
-NATIVE = ("pan", "ms", "vhr", "pxs")
+if TYPE_CHECKING:
+    from chain.catalog import Catalog
+    from chain.spec import FeatureSpec
 
 
 @dataclass(frozen=True)
 class PatchInput:
     name: str
-    kind: str  # "grid" (chain features) or one of NATIVE
+    kind: str  # "grid" (chain features) or one of the source's native kinds
     size: int  # patch side, in the source's own pixels
     index: tuple[int, ...] = ()  # grid: feature indices, time-major when steps > 1 (t0d0, t0d1, ..., t1d0, ...)
     steps: int = 1  # grid series: number of dates (channels per date = len(index) / steps)
+    source: str = ""  # native kinds: the source whose image it is (e.g. "spot")
 
     def channels(self, cat: Catalog) -> int:
         if self.kind == "grid":
             return len(self.index)
-        n_ms = len(cat.spot.ms_bands)
-        return {"pan": 1, "ms": n_ms, "vhr": 1 + n_ms, "pxs": n_ms}[self.kind]
+        return int(native_source(cat, self).native_channels(self.kind))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -49,71 +46,41 @@ class PatchInput:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PatchInput":
-        return cls(d["name"], d["kind"], int(d["size"]), tuple(d["index"]), int(d["steps"]))
+    def from_dict(cls, d: dict[str, Any]) -> PatchInput:
+        return cls(d["name"], d["kind"], int(d["size"]), tuple(d["index"]), int(d["steps"]), d.get("source", "spot" if d["kind"] != "grid" else ""))
 
 
-def s2_series_index(spec: FeatureSpec) -> tuple[tuple[int, ...], int]:
-    """Indices of the S2 features (bands + indices per date) in time-major order, and the number of dates."""
-    T, D = len(spec.dates), len(spec.bands) + len(spec.indices)
-    if T == 0:
-        raise ConfigError("this model needs the Sentinel-2 series: add inputs.s2")
-    return tuple(d * T + t for t in range(T) for d in range(D)), T  # names are band-major: feature d, date t at d*T + t
+def native_source(cat: Catalog, inp: PatchInput) -> Any:
+    src = cat.source(inp.source)
+    if src is None:
+        from chain.sources.base import source_class
+
+        raise ConfigError(f"patch input {inp.name!r} reads the {source_class(inp.source).title} images: add inputs.{inp.source}")
+    return src
 
 
-def s1_series_index(spec: FeatureSpec) -> tuple[tuple[int, ...], int]:
-    """Indices of the S1 features, time-major: one channel per orbit group and polarisation.
-
-    Separate orbit directions have their own date grids; the series are aligned by rank and cut to
-    the shortest (they differ by at most a date or two over a season).
-    """
-    if not spec.s1:
-        raise ConfigError("this model needs the Sentinel-1 series: add inputs.s1")
-    offset = len(spec.names) - len(spec.stack) - len(spec.spot) - len(spec.s1)
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(spec.s1):
-        groups.setdefault(re.sub(r"_\d{8}$", "", name), []).append(offset + i)
-    T = min(len(v) for v in groups.values())
-    keys = sorted(groups)
-    return tuple(groups[k][t] for t in range(T) for k in keys), T
-
-
-def halo_px(inputs: list[PatchInput], cat: Catalog) -> int:
-    """Grid pixels around a tile that its patches can reach."""
-    res = abs(cat.grid.res[0])
-    halo = 0
+def check_native(cat: Catalog, inputs: list[PatchInput], why: str) -> None:
+    """Native images are read on their own pixels: their CRS must be the grid's (before any heavy step)."""
     for inp in inputs:
-        if inp.kind == "grid":
-            halo = max(halo, inp.size // 2)
-        else:
-            native = cat.spot.ms_res if inp.kind == "ms" else cat.spot.pan_res
-            halo = max(halo, math.ceil((inp.size / 2 + 1) * native / res))
-    return halo
-
-
-def _clip_pad(read, r0: int, c0: int, h: int, w: int, height: int, width: int) -> np.ndarray:
-    """``read(window)`` of rows r0..r0+h, cols c0..c0+w of a (height x width) raster, edge-padded outside it."""
-    rr0, cc0 = max(r0, 0), max(c0, 0)
-    rr1, cc1 = min(r0 + h, height), min(c0 + w, width)
-    if rr1 <= rr0 or cc1 <= cc0:
-        raise ConfigError("a tile lies outside the SPOT images: patch models need SPOT over the whole grid (set grid.bounds or grid.aoi inside it)")
-    arr = read(Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
-    pad = ((0, 0), (rr0 - r0, r0 + h - rr1), (cc0 - c0, c0 + w - cc1))
-    return np.pad(arr, pad, mode="edge") if any(p for q in pad for p in q) else arr
+        if inp.kind != "grid":
+            crs = native_source(cat, inp).native_crs(inp.kind)
+            if crs != cat.grid.crs:
+                raise ConfigError(f"{why} reads {inp.source} patches on the images' own pixels: set grid.crs to their CRS "
+                                  f"({crs.to_string()}; the grid is in {cat.grid.crs.to_string()})")
 
 
 class TileBlock:
-    """The sources of one tile (plus halo), ready to cut patches from."""
+    """The inputs of one tile (plus halo), ready to cut patches from."""
 
     def __init__(self, cat: Catalog, spec: FeatureSpec, inputs: list[PatchInput], window: Window):
         self.cat, self.inputs, self.window = cat, inputs, window
         grid = cat.grid
         self.arrays: dict[str, np.ndarray] = {}
         self.origin: dict[str, tuple[int, int]] = {}  # (row, col) of arrays[..][:, 0, 0] in the source's pixels
-        self.native_transform: dict[str, Any] = {}  # SPOT image path -> its affine transform
+        self.transform: dict[str, Any] = {}  # native input name -> its image's affine transform
         r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
         grid_inputs = [i for i in inputs if i.kind == "grid"]
-        self.valid = None
+        valid = None
         if grid_inputs:
             g = max(i.size // 2 for i in grid_inputs)
             er0, ec0 = max(r0 - g, 0), max(c0 - g, 0)
@@ -124,65 +91,48 @@ class TileBlock:
             core = (slice(r0 - er0, r0 - er0 + h), slice(c0 - ec0, c0 - ec0 + w))
             self.n_valid = block.n_valid[core]
             self.per_sensor = {k: v[core] for k, v in block.per_sensor.items()}
-            self.valid = self.n_valid > 0
-            self.valid &= np.isfinite(block.values[:, r0 - er0:r0 - er0 + h, c0 - ec0:c0 - ec0 + w]).all(axis=0)
+            valid = mappable(block.values[:, core[0], core[1]], self.n_valid)
             for inp in grid_inputs:
                 self.arrays[inp.name] = values[list(inp.index)]
                 self.origin[inp.name] = (r0 - g, c0 - g)
         for inp in inputs:
-            if inp.kind in NATIVE:
+            if inp.kind != "grid":
                 self._read_native(inp, r0, c0, h, w)
-        if self.valid is None:
-            self.valid = np.ones((h, w), bool)
+        if valid is None:
+            valid = np.ones((h, w), bool)
         for inp in inputs:
-            if inp.kind in NATIVE:
-                self.valid &= self._native_valid(inp, r0, c0, h, w)
+            if inp.kind != "grid":
+                valid &= self._native_valid(inp, r0, c0, h, w)
         if cat.aoi_wkt is not None and not grid_inputs:
             from chain.features import aoi_mask
 
-            self.valid &= aoi_mask(cat, window)
+            valid &= aoi_mask(cat, window)
+        self.valid = valid
         self.n_valid = np.where(self.valid, getattr(self, "n_valid", 1), 0).astype(np.uint16)
         if not grid_inputs:
-            self.per_sensor = {"SPOT valid": self.valid.astype(np.uint16)}
+            self.per_sensor = {native_source(cat, inputs[0]).validity_band: self.valid.astype(np.uint16)}
 
     def _centres(self, inp: PatchInput, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Continuous (row, col) of grid pixel centres in the native source's pixels."""
-        path = self.cat.spot.ms if inp.kind == "ms" else self.cat.spot.pan
-        t = self.native_transform[path]
-        x, y = self.cat.grid.affine * (cols + 0.5, rows + 0.5)
+        """Continuous (row, col) of grid pixel centres in the native image's pixels."""
+        t = self.transform[inp.name]
+        x, y = self.cat.grid.affine * (cols + 0.5, rows + 0.5)  # type: ignore[operator]
         c, r = ~t * (x, y)
         return np.asarray(r), np.asarray(c)
 
     def _read_native(self, inp: PatchInput, r0: int, c0: int, h: int, w: int) -> None:
-        spot = self.cat.spot
-        path = spot.ms if inp.kind == "ms" else spot.pan
-        with rasterio.open(path) as src:
-            if src.crs != self.cat.grid.crs:
-                raise ConfigError("patch models read SPOT on its own lattice: set grid.crs to the SPOT images' CRS "
-                                  f"({src.crs.to_string()})")
-            self.native_transform[path] = src.transform
-            rr, cc = self._centres(inp, np.array([r0, r0 + h - 1]), np.array([c0, c0 + w - 1]))
-            top = int(np.floor(rr.min() - inp.size / 2 + 0.5)) - 1
-            left = int(np.floor(cc.min() - inp.size / 2 + 0.5)) - 1
-            bottom = int(np.floor(rr.max() - inp.size / 2 + 0.5)) + inp.size + 1
-            right = int(np.floor(cc.max() - inp.size / 2 + 0.5)) + inp.size + 1
-            arr = _clip_pad(lambda win: src.read(window=win).astype(np.float32), top, left, bottom - top, right - left,
-                            src.height, src.width)
-            if inp.kind in ("vhr", "pxs"):
-                with rasterio.open(spot.ms) as ms:
-                    # the MS bands on the PAN pixels of the same window: repeated (vhr: nearest, each MS pixel
-                    # ratio x ratio times) or interpolated (pxs: bilinear, then pansharpened)
-                    bounds = rasterio.windows.bounds(Window(left, top, right - left, bottom - top), src.transform)
-                    mwin = rasterio.windows.from_bounds(*bounds, transform=ms.transform)
-                    how = Resampling.nearest if inp.kind == "vhr" else Resampling.bilinear
-                    msarr = ms.read(window=mwin, out_shape=(ms.count, arr.shape[1], arr.shape[2]), boundless=True,
-                                    fill_value=spot.nodata or 0, resampling=how).astype(np.float32)
-                arr = np.concatenate([arr, msarr]) if inp.kind == "vhr" else pansharpen(arr[0], msarr, spot.pan_fit)
-        self.arrays[inp.name] = arr
+        src = native_source(self.cat, inp)
+        check_native(self.cat, [inp], "a patch model")
+        self.transform[inp.name] = src.native_transform(inp.kind)
+        rr, cc = self._centres(inp, np.array([r0, r0 + h - 1]), np.array([c0, c0 + w - 1]))
+        top = int(np.floor(rr.min() - inp.size / 2 + 0.5)) - 1
+        left = int(np.floor(cc.min() - inp.size / 2 + 0.5)) - 1
+        bottom = int(np.floor(rr.max() - inp.size / 2 + 0.5)) + inp.size + 1
+        right = int(np.floor(cc.max() - inp.size / 2 + 0.5)) + inp.size + 1
+        self.arrays[inp.name] = src.read_native(inp.kind, top, left, bottom - top, right - left)
         self.origin[inp.name] = (top, left)
 
     def _native_valid(self, inp: PatchInput, r0: int, c0: int, h: int, w: int) -> np.ndarray:
-        nd = self.cat.spot.nodata
+        nd = native_source(self.cat, inp).native_nodata()
         if nd is None:
             return np.ones((h, w), bool)
         rows, cols = np.mgrid[r0:r0 + h, c0:c0 + w]
@@ -207,50 +157,6 @@ class TileBlock:
             view = sliding_window_view(arr, (inp.size, inp.size), axis=(1, 2))  # (C, H', W', s, s), no copy
             out[inp.name] = np.ascontiguousarray(view[:, top, left].transpose(1, 0, 2, 3))
         return out
-
-
-def pansharpen(pan: np.ndarray, ms: np.ndarray, fit: tuple[float, ...]) -> np.ndarray:
-    """Component substitution: each MS band (on the PAN pixels) x PAN / synthetic PAN.
-
-    The synthetic PAN is the ingest's least-squares fit of PAN on the MS bands, so the ratio carries
-    the PAN's spatial detail and keeps each band's level (a Brovey transform with fitted weights).
-    """
-    if not fit:
-        synth = ms.mean(axis=0)
-    else:
-        synth = np.tensordot(np.asarray(fit[:-1], np.float32), ms, axes=1) + np.float32(fit[-1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = np.where(synth > 1e-6, pan / synth, 1.0).astype(np.float32)
-    return ms * np.clip(gain, 0.0, 4.0)[None]
-
-
-def model_inputs(model: Any, spec: FeatureSpec, cat: Catalog) -> list[PatchInput]:
-    """The patch inputs of a model config (raises ConfigError when the inputs it needs are missing)."""
-    kind = model.type
-    if kind in ("multiresolcc", "m3fusion") or (kind == "rf_patch" and (model.pan_patch or model.pxs_patch)):
-        if cat.spot is None:
-            raise ConfigError(f"model.type {kind!r} needs a SPOT PAN + MS pair: add inputs.spot")
-        with rasterio.open(cat.spot.pan) as src:
-            if src.crs != cat.grid.crs:
-                raise ConfigError(f"model.type {kind!r} reads SPOT patches on the images' own pixels: set grid.crs to their CRS "
-                                  f"({src.crs.to_string()}; the grid is in {cat.grid.crs.to_string()})")
-    if kind == "multiresolcc":
-        if model.pan_patch % cat.spot.ratio:
-            raise ConfigError(f"model.pan_patch ({model.pan_patch}) must be a multiple of the MS/PAN ratio ({cat.spot.ratio})")
-        return [PatchInput("pan", "pan", model.pan_patch), PatchInput("ms", "ms", model.pan_patch // cat.spot.ratio)]
-    if kind == "m3fusion":
-        index, T = s2_series_index(spec)
-        vhr = "pxs" if model.vhr_input == "pansharpened" else "vhr"
-        return [PatchInput("s2", "grid", 1, index, T), PatchInput("vhr", vhr, model.vhr_patch)]
-    if kind == "twinns":
-        i2, t2 = s2_series_index(spec)
-        i1, t1 = s1_series_index(spec)
-        return [PatchInput("s2", "grid", model.patch, i2, t2), PatchInput("s1", "grid", model.patch, i1, t1)]
-    if kind == "rf_patch":
-        inputs = [PatchInput("features", "grid", model.patch_px, tuple(range(len(spec.names))))]
-        return (inputs + ([PatchInput("pan", "pan", model.pan_patch)] if model.pan_patch else [])
-                + ([PatchInput("pxs", "pxs", model.pxs_patch)] if model.pxs_patch else []))
-    raise ConfigError(f"model.type {kind!r} has no patch inputs")
 
 
 def by_tile(cat: Catalog, rows: np.ndarray, cols: np.ndarray, tile_size: int) -> list[tuple[Window, np.ndarray]]:

@@ -9,9 +9,9 @@ config hash) + ``curves.png``.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 from chain.atomic import atomic_path, write_json
-from chain.deep import nets
 from chain.deep.inputs import PatchInput
 from chain.errors import ConfigError, StepError
 from chain.log import Progress
+
+# the model type's network for (number of classes, input shapes)
+Network = Callable[[int, dict[str, dict[str, int]]], nn.Module]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class Normaliser:
     std: dict[str, list[float]]
 
     @classmethod
-    def fit(cls, patches: dict[str, np.ndarray]) -> "Normaliser":
+    def fit(cls, patches: dict[str, np.ndarray]) -> Normaliser:
         mean, std = {}, {}
         for name, x in patches.items():
             x = x.astype(np.float64)
@@ -106,7 +108,7 @@ def evaluate(net: nn.Module, data: dict[str, torch.Tensor], y: torch.Tensor, cri
     return total / max(len(y), 1), correct / max(len(y), 1)
 
 
-def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
+def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
           train_patches: dict[str, np.ndarray], y_train: np.ndarray, val_patches: dict[str, np.ndarray] | None,
           y_val: np.ndarray | None, seed: int, checkpoint: Path | None = None
           ) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
@@ -130,7 +132,7 @@ def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], cl
         keep = np.isin(y_val, classes)
         xval = _to_tensors({k: v[keep] for k, v in val_patches.items()}, norm)
         yval = torch.as_tensor(np.vectorize(index.get)(y_val[keep]), dtype=torch.long)
-    net = nets.build(model_cfg, len(classes), shapes_of(inputs, channels)).to(device)
+    net = network(len(classes), shapes_of(inputs, channels)).to(device)
     weight = None
     if model_cfg.class_weights:
         counts = np.bincount(ytr.numpy(), minlength=len(classes)).astype(np.float64)
@@ -170,7 +172,7 @@ def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], cl
             batches = Progress(len(sampler), f"epoch {epoch + 1}", log, unit="batch", log_lines=False)
             for *xs, yb in loader:
                 batches.update()
-                xb = {k: v.to(device, non_blocking=cuda).float() for k, v in zip(names, xs)}
+                xb = {k: v.to(device, non_blocking=cuda).float() for k, v in zip(names, xs, strict=False)}
                 if augment:
                     xb = _augment(xb, gen)
                 yb = yb.to(device, non_blocking=cuda)
@@ -191,7 +193,7 @@ def train(model_cfg: Any, inputs: list[PatchInput], channels: dict[str, int], cl
                 sched.step()
             row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t0,
                    "samples_per_s": seen / max(time.time() - t0, 1e-9), "lr": opt.param_groups[0]["lr"]}
-            if yval is not None:
+            if xval is not None and yval is not None:
                 row["val_loss"], row["val_acc"] = evaluate(net, xval, yval, criterion, model_cfg.aux_weight, device,
                                                            model_cfg.inference_batch)
             history.append(row)
@@ -230,31 +232,25 @@ def _epoch_done(epoch: int) -> None:
 
 def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str, float]], manifest: dict[str, Any]) -> None:
     """Weights, curves, then the manifest (last: a folder with a manifest holds a complete model)."""
-    from chain.models import versions
+    from chain.models import save_manifest
 
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "model.pt") as tmp:
         torch.save(net.state_dict(), tmp)
     write_json(folder / "history.json", history)
     plot_curves(history, folder / "curves.png")
-    write_json(folder / "manifest.json", {**manifest, "normalisation": {"mean": norm.mean, "std": norm.std},
-                                          "versions": {**versions(), "torch": torch.__version__}})
+    save_manifest(folder, {**manifest, "normalisation": {"mean": norm.mean, "std": norm.std}})
 
 
-def load(folder: Path) -> tuple[nn.Module, dict[str, Any], Normaliser]:
-    from chain import config as config_mod
-
-    manifest = json.loads((folder / "manifest.json").read_text())
-    adapter = config_mod.pydantic_adapter_for_model()
-    model_cfg = adapter.validate_python(manifest["params"])
-    net = nets.build(model_cfg, len(manifest["classes"]), manifest["shapes"])
+def load(folder: Path, manifest: dict[str, Any], network: Network) -> tuple[nn.Module, Normaliser]:
+    net = network(len(manifest["classes"]), manifest["shapes"])
     try:
         net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     except (RuntimeError, FileNotFoundError) as exc:
         raise StepError(f"model weights in {str(folder)!r} do not match the manifest ({exc}); re-run training") from None
     net.eval()
     norm = manifest["normalisation"]
-    return net, manifest, Normaliser(norm["mean"], norm["std"])
+    return net, Normaliser(norm["mean"], norm["std"])
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:

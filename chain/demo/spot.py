@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -50,9 +51,9 @@ def _texture(code: np.ndarray, fid: np.ndarray, xx: np.ndarray, yy: np.ndarray, 
     return cover, bright
 
 
-def make_pair(fields, code: np.ndarray, phase: np.ndarray, vigour: np.ndarray, background: np.ndarray,
+def make_pair(fields: Any, code: np.ndarray, phase: np.ndarray, vigour: np.ndarray, background: np.ndarray,
               leaf: np.ndarray, origin: tuple[float, float], extent_m: float, doy: int, seed: int,
-              cover_fn) -> tuple[np.ndarray, np.ndarray, Affine, Affine]:
+              cover_fn: Any) -> tuple[np.ndarray, np.ndarray, Affine, Affine]:
     """(PAN (H, W) uint16, MS (4, H/4, W/4) uint16, PAN transform, MS transform) covering ``extent_m``."""
     rng = np.random.default_rng([seed, 6])
     n_ms = int(np.ceil(extent_m / MS_RES))

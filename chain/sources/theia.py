@@ -5,7 +5,7 @@ A product is named ``SENTINEL2{A,B,C}_<YYYYMMDD>-<HHMMSS>-<ms>_L2A_T<tile>_<C|D>
 B2 B3 B4 B8 and 20 m bands B5 B6 B7 B8A B11 B12, plus ``MASKS/<product>_<MASK>_R1.tif`` (10 m) and
 ``_R2.tif`` (20 m): CLM (clouds and their shadows, a bit field: any bit set means cloud or shadow),
 EDG (edges: no data), SAT (saturation, one bit per band). Zips are read in place through GDAL's
-/vsizip/, never unpacked.
+/vsizip/, never unpacked. (``inputs.s2.format: theia``)
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import re
 import zipfile
 from pathlib import Path
 
-from chain.catalog import Acquisition
-from chain.config import S2Input
 from chain.errors import InputError, InputMissingError
+from chain.sources.optical import Acquisition
+from chain.sources.sentinel2 import S2Input
 
+NODATA = -10000  # THEIA's no-data reflectance, whether or not the files declare it
+CLEAR = (0,)  # CLM: any bit set means cloud or shadow
 PRODUCT = re.compile(r"^SENTINEL2[A-D]_(?P<date>\d{8})-(?P<time>\d{6})-\d{3}_L2A_T(?P<tile>\d{2}[A-Z]{3})_[A-Z]_V\d+-\d+$")
 
 
@@ -35,6 +37,19 @@ def _members(entry: Path, name: str) -> tuple[str, set[str]]:
         return f"/vsizip/{entry}/{name}", rel
     rel = {str(p.relative_to(entry)) for p in entry.rglob("*") if p.is_file()}
     return str(entry), rel
+
+
+class Theia:
+    name = "theia"
+
+    def discover(self, cfg: S2Input) -> list[Acquisition]:
+        return discover_theia(cfg)
+
+    def nodata(self, cfg: S2Input, declared: float | None) -> float | None:
+        return declared if declared is not None else NODATA
+
+    def mask_valid_values(self, cfg: S2Input) -> tuple[int, ...]:
+        return CLEAR
 
 
 def discover_theia(cfg: S2Input) -> list[Acquisition]:

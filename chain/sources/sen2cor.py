@@ -6,7 +6,7 @@
 Reflectance = (DN + BOA_ADD_OFFSET) / BOA_QUANTIFICATION_VALUE, both read from ``MTD_MSIL2A.xml``:
 from processing baseline 04.00 on, the offset is -1000; before it there is none.
 SCL classes that are not usable: 0 no data, 1 saturated or defective, 3 cloud shadow, 8 and 9 cloud
-(medium and high probability), 10 thin cirrus; 11 (snow) optionally.
+(medium and high probability), 10 thin cirrus; 11 (snow) optionally. (``inputs.s2.format: sen2cor``)
 """
 
 from __future__ import annotations
@@ -17,15 +17,29 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from chain.catalog import Acquisition
-from chain.config import S2Input
 from chain.errors import InputError, InputMissingError
+from chain.sources.optical import Acquisition
+from chain.sources.sentinel2 import S2Input
 
 PRODUCT = re.compile(r"^S2[A-D]_MSIL2A_(?P<date>\d{8})T\d{6}_N(?P<baseline>\d{4})_R\d{3}_T(?P<tile>\d{2}[A-Z]{3})_\d{8}T\d{6}$")
 # MTD band_id order of the 13 Sentinel-2 bands
 BAND_IDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
 NATIVE_10M = {"B2", "B3", "B4", "B8"}
 UNUSABLE_SCL = {0, 1, 3, 8, 9, 10}
+NODATA = 0  # DN 0 is no data
+
+
+class Sen2Cor:
+    name = "sen2cor"
+
+    def discover(self, cfg: S2Input) -> list[Acquisition]:
+        return discover_sen2cor(cfg)
+
+    def nodata(self, cfg: S2Input, declared: float | None) -> float | None:
+        return NODATA
+
+    def mask_valid_values(self, cfg: S2Input) -> tuple[int, ...]:
+        return scl_valid_values(cfg.sen2cor_snow_invalid)
 
 
 def scl_valid_values(snow_invalid: bool) -> tuple[int, ...]:
@@ -108,7 +122,8 @@ def discover_sen2cor(cfg: S2Input) -> list[Acquisition]:
         date = dt.datetime.strptime(m["date"], "%Y%m%d").date()
         # reflectance = DN / quant + offset/quant: the scale is 1/quant; offsets are per band of this product
         if abs(quant - 1 / cfg.scale) > 1e-6:
-            raise InputError(f"{entry}: BOA_QUANTIFICATION_VALUE {quant:g} differs from 1/inputs.s2.scale ({1 / cfg.scale:g}); set inputs.s2.scale: {1 / quant:g}")
+            raise InputError(f"{entry}: BOA_QUANTIFICATION_VALUE {quant:g} differs from 1/inputs.s2.scale ({1 / cfg.scale:g}); "
+                             f"set inputs.s2.scale: {1 / quant:g}")
         acq = Acquisition(date, bands, f"{prefix}/{scl[0]}", (), {b: offsets.get(b, 0.0) for b in cfg.bands})
         found[(date, entry.name)] = acq  # several products on a date (tiles, orbits) are merged when read
     if not found:

@@ -10,7 +10,9 @@ statistics (for deep-model normalisation and the run report).
 
 For pixel classifiers the pair becomes features on the chain's grid: MS bands and NDVI averaged
 into each grid cell, and the PAN mean, standard deviation and mean gradient inside each cell
-(texture: rows of orchards, roofs, tree crowns, smooth pasture).
+(texture: rows of orchards, roofs, tree crowns, smooth pasture). Patch models read the images on
+their own pixels instead (``native_kinds``): ``pan``, ``ms``, ``vhr`` (PAN + the MS bands repeated
+onto the PAN pixels) and ``pxs`` (the MS bands pansharpened onto the PAN pixels, on the fly).
 """
 
 from __future__ import annotations
@@ -19,17 +21,24 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import rasterio
+from pydantic import Field, model_validator
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window, from_bounds
 
-from chain.errors import InputError, InputMissingError
+from chain.errors import ConfigError, InputError, InputMissingError
 from chain.grid import GridSpec
 from chain.raster import read_on_grid
+from chain.schema import PathFromConfig, Section
+from chain.sources.base import Header, Source, SourceBlock, read_header
+from chain.spec import FeatureGroup
+
+if TYPE_CHECKING:
+    from chain.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +46,29 @@ MS_BANDS = ("blue", "green", "red", "nir")
 TEXTURE = ("pan_mean", "pan_std", "pan_grad")
 
 
+class SpotInput(Section):
+    """A SPOT-6/7 (or Pleiades-like) PAN + MS pair, each at its native resolution.
+
+    Either ``path``, a delivery folder holding the PAN and MS DIMAP products (``DIM_*_P_*.XML`` and
+    ``DIM_*_MS_*.XML``), or ``pan`` and ``ms``, each a GeoTIFF, a ``DIM_*.XML`` or a DIMAP folder.
+    """
+
+    path: PathFromConfig | None = None
+    pan: PathFromConfig | None = None
+    ms: PathFromConfig | None = None
+    ms_bands: list[str] | None = None  # names of the MS bands in file order; default blue, green, red, nir
+    nodata: float | None = None  # default: the files' nodata
+    max_shift_px: float = Field(0.5, gt=0)  # warn when PAN and MS are shifted by more (MS pixels)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SpotInput:
+        if (self.path is None) == (self.pan is None and self.ms is None) or (self.path is None and (self.pan is None or self.ms is None)):
+            raise ValueError("give either 'path' (a folder with the PAN and MS products) or both 'pan' and 'ms'")
+        return self
+
+
 @dataclass(frozen=True)
-class SpotPair:
+class SpotPair(Source):
     pan: str  # a GDAL-readable path (GeoTIFF or DIM_*.XML)
     ms: str
     ms_bands: tuple[str, ...]
@@ -49,6 +79,80 @@ class SpotPair:
     shift_m: tuple[float, float] = (0.0, 0.0)  # measured MS - PAN displacement (x east, y north), metres
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # band -> mean, std, p2, p98 (native DN)
     pan_fit: tuple[float, ...] = ()  # PAN ~ sum(w_b MS_b) + c: weights of the MS bands, then c (for pansharpening)
+
+    name: ClassVar[str] = "spot"
+    title: ClassVar[str] = "SPOT-6/7 PAN + MS"
+    config: ClassVar[type[Section]] = SpotInput
+    feature_rank: ClassVar[int] = 40
+    grid_rank: ClassVar[int] = 40  # alone: mapped at the MS resolution unless grid says otherwise
+    native_kinds: ClassVar[tuple[str, ...]] = ("pan", "ms", "vhr", "pxs")
+    validity_band: ClassVar[str] = "SPOT valid"
+
+    @classmethod
+    def discover(cls, section: Any, cfg: Config) -> SpotPair:
+        sc: SpotInput = section
+        pan = find_image(sc.pan or sc.path, "P")  # type: ignore[arg-type]
+        ms = find_image(sc.ms or sc.path, "MS")  # type: ignore[arg-type]
+        return inspect(pan, ms, tuple(sc.ms_bands) if sc.ms_bands else None, sc.nodata, sc.max_shift_px)
+
+    def files(self) -> list[str]:
+        return [self.pan, self.ms]
+
+    def grid_headers(self) -> list[Header]:
+        return [read_header(self.ms)]
+
+    def summary(self) -> str:
+        return (f"PAN {self.pan_res:g} m + MS {self.ms_res:g} m (ratio {self.ratio}, bands {' '.join(self.ms_bands)}), "
+                f"measured MS/PAN shift dx {self.shift_m[0]:+.2f} m, dy {self.shift_m[1]:+.2f} m")
+
+    def groups(self, dates: dict[str, Any], cfg: Config) -> list[FeatureGroup]:
+        return [FeatureGroup(self.name, "SPOT", tuple(self.feature_names()))]
+
+    def read(self, grid: GridSpec, window: Window, groups: list[FeatureGroup], method: str) -> SourceBlock:
+        values, ok = grid_features(self, grid, window)
+        count = ok.astype(np.uint16)
+        return SourceBlock(values, count, {self.validity_band: count}, usable=ok)
+
+    # ---- the images on their own pixels (patch models) ---------------------------------------------
+
+    def _path(self, kind: str) -> str:
+        if kind not in self.native_kinds:
+            raise ConfigError(f"SPOT has no native image {kind!r}; choose one of {', '.join(self.native_kinds)}")
+        return self.ms if kind == "ms" else self.pan
+
+    def native_channels(self, kind: str) -> int:
+        self._path(kind)
+        n_ms = len(self.ms_bands)
+        return {"pan": 1, "ms": n_ms, "vhr": 1 + n_ms, "pxs": n_ms}[kind]
+
+    def native_transform(self, kind: str) -> Any:
+        with rasterio.open(self._path(kind)) as src:
+            return src.transform
+
+    def native_crs(self, kind: str) -> Any:
+        with rasterio.open(self._path(kind)) as src:
+            return src.crs
+
+    def native_nodata(self) -> float | None:
+        return self.nodata
+
+    def read_native(self, kind: str, top: int, left: int, height: int, width: int) -> np.ndarray:
+        """(C, height, width) float32 from row ``top``, column ``left`` of the image ``kind``, edge-padded outside it.
+
+        ``vhr`` and ``pxs`` are on the PAN pixels: PAN + the MS bands repeated (nearest, each MS pixel
+        ratio x ratio times), or the MS bands interpolated (bilinear) then pansharpened.
+        """
+        with rasterio.open(self._path(kind)) as src:
+            arr = clip_pad(lambda win: src.read(window=win).astype(np.float32), top, left, height, width, src.height, src.width)
+            if kind not in ("vhr", "pxs"):
+                return arr
+            with rasterio.open(self.ms) as ms:
+                bounds = rasterio.windows.bounds(Window(left, top, width, height), src.transform)
+                mwin = rasterio.windows.from_bounds(*bounds, transform=ms.transform)
+                how = Resampling.nearest if kind == "vhr" else Resampling.bilinear
+                msarr = ms.read(window=mwin, out_shape=(ms.count, arr.shape[1], arr.shape[2]), boundless=True,
+                                fill_value=self.nodata or 0, resampling=how).astype(np.float32)
+        return np.concatenate([arr, msarr]) if kind == "vhr" else pansharpen(arr[0], msarr, self.pan_fit)
 
     def feature_names(self) -> list[str]:
         names = [f"spot_{b}" for b in self.ms_bands]
@@ -62,7 +166,7 @@ class SpotPair:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SpotPair":
+    def from_dict(cls, d: dict[str, Any]) -> SpotPair:
         return cls(**{**d, "ms_bands": tuple(d["ms_bands"]), "shift_m": tuple(d["shift_m"]), "pan_fit": tuple(d.get("pan_fit", ()))})
 
 
@@ -152,7 +256,7 @@ def inspect(pan: str, ms: str, ms_bands: tuple[str, ...] | None, nodata: float |
             shift[0], shift[1], math.hypot(*shift) / ms_res,
             f" > inputs.spot.max_shift_px={max_shift_px}: check the co-registration of the pair" if level == logging.WARNING else "")
     stats = {"pan": band_stats(pan, 1, nd)[0]}
-    stats.update(dict(zip(bands, band_stats(ms, hm["count"], nd))))
+    stats.update(dict(zip(bands, band_stats(ms, hm["count"], nd), strict=False)))
     return SpotPair(pan, ms, bands, nd, pan_res, ms_res, int(round(ratio)), shift, stats, pan_fit)
 
 
@@ -255,4 +359,30 @@ def grid_features(pair: SpotPair, grid: GridSpec, window: Window) -> tuple[np.nd
     feats += [mean, std, (gx + gy) / 2]
     out = np.stack(feats).astype(np.float32)
     out[:, ~valid] = np.nan
-    return out, valid
+    return out, np.asarray(valid)
+
+
+def clip_pad(read: Any, r0: int, c0: int, h: int, w: int, height: int, width: int) -> np.ndarray:
+    """``read(window)`` of rows r0..r0+h, cols c0..c0+w of a (height x width) raster, edge-padded outside it."""
+    rr0, cc0 = max(r0, 0), max(c0, 0)
+    rr1, cc1 = min(r0 + h, height), min(c0 + w, width)
+    if rr1 <= rr0 or cc1 <= cc0:
+        raise ConfigError("a tile lies outside the SPOT images: patch models need SPOT over the whole grid (set grid.bounds or grid.aoi inside it)")
+    arr = read(Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+    pad = ((0, 0), (rr0 - r0, r0 + h - rr1), (cc0 - c0, c0 + w - cc1))
+    return np.pad(arr, pad, mode="edge") if any(p for q in pad for p in q) else arr
+
+
+def pansharpen(pan: np.ndarray, ms: np.ndarray, fit: tuple[float, ...]) -> np.ndarray:
+    """Component substitution: each MS band (on the PAN pixels) x PAN / synthetic PAN.
+
+    The synthetic PAN is the ingest's least-squares fit of PAN on the MS bands, so the ratio carries
+    the PAN's spatial detail and keeps each band's level (a Brovey transform with fitted weights).
+    """
+    if not fit:
+        synth = ms.mean(axis=0)
+    else:
+        synth = np.tensordot(np.asarray(fit[:-1], np.float32), ms, axes=1) + np.float32(fit[-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(synth > 1e-6, pan / synth, 1.0).astype(np.float32)
+    return ms * np.clip(gain, 0.0, 4.0)[None]

@@ -1,0 +1,59 @@
+"""Scoring: models on sample pixels (model comparison) and maps against reference polygons (validation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chain.metrics import confusion
+
+if TYPE_CHECKING:
+    from chain.catalog import Catalog
+    from chain.grid import Tile
+    from chain.models.base import Predictor
+    from chain.sampling import Samples
+    from chain.spec import FeatureSpec
+
+
+def predict_samples(model: Predictor, ev: Samples, cat: Catalog, spec: FeatureSpec, tile_size: int) -> np.ndarray:
+    """Predicted class of each sample pixel: pixel models from the sampled features, patch models tile by tile."""
+    if not model.inputs:
+        return np.asarray(model.classes_)[np.asarray(model.predict_proba(ev.X)).argmax(1)]
+    from chain.deep.inputs import TileBlock, by_tile
+
+    out = np.zeros(len(ev.row), np.int64)
+    for window, idx in by_tile(cat, ev.row, ev.col, tile_size):
+        block = TileBlock(cat, spec, model.inputs, window)
+        for s in range(0, len(idx), model.batch):
+            part = idx[s:s + model.batch]
+            proba = model.predict_proba(block.gather(ev.row[part], ev.col[part]))
+            out[part] = model.classes_[proba.argmax(1)]
+    return out
+
+
+def confusion_of_maps(map_paths: list[Path], polys: Any, cat: Catalog, tiles: list[Tile], labels: list[int]) -> list[np.ndarray]:
+    """Confusion matrix of each map against the pixels (centres) inside ``polys``, tile by tile.
+
+    The reference is rasterized once per tile and compared with every map.
+    """
+    from chain.mosaic import read_window_array
+    from chain.sampling import polygons_in_tile, rasterize_ids
+
+    cms = [np.zeros((len(labels), len(labels)), dtype=np.int64) for _ in map_paths]
+    for tile in tiles:
+        inside = polygons_in_tile(polys, cat.grid, tile)
+        if inside.empty:
+            continue
+        ref = rasterize_ids(inside, cat.grid, tile, column="code") - 1
+        for cm, path in zip(cms, map_paths, strict=True):
+            pred = read_window_array(path, tile).astype(np.int64)
+            sel = (ref >= 0) & (pred > 0)  # nodata (never observed) pixels are not predictions: left out
+            cm += confusion(ref[sel], pred[sel], labels)
+    return cms
+
+
+def model_labels(types: list[str]) -> list[str]:
+    """Readable, unique names of compared models: the type, numbered when a type appears twice."""
+    return [f"{n} #{types[:i].count(n) + 1}" if types.count(n) > 1 else n for i, n in enumerate(types)]

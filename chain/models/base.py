@@ -1,0 +1,114 @@
+"""The model-type protocol, and what classification and evaluation need from a trained model.
+
+A model type is one module with a config section (a ``ModelSection`` subclass, ``model.type`` = its
+name) and a ``ModelType`` subclass registered under ``chain.models``. Its ``kind`` says what it
+learns from: ``pixel`` (a feature vector per pixel), ``patch`` (patches around each pixel, declared
+as ``PatchInput``s); the kinds to come (whole-tile segmentation, objects) get their own. ``fit``
+writes the model's files into a folder and ``load`` gives back a ``Predictor``: class codes and
+probabilities for a window of the grid, or for sample points.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+from chain.schema import ModelSection
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rasterio.windows import Window
+
+    from chain.catalog import Catalog
+    from chain.deep.inputs import PatchInput
+    from chain.sampling import Samples
+    from chain.spec import FeatureSpec
+
+KINDS = ("pixel", "patch")
+
+
+class TrainingData(Protocol):
+    """One run's training pixels (and validation pixels with 64/16/20), and their patches on demand."""
+
+    train: Samples
+    validation: Samples | None  # 64/16/20: early stopping and best epoch; never the test polygons
+    folder: Path  # the model's folder (patch caches, checkpoints)
+
+    def patches(self, part: str, inputs: list[PatchInput]) -> dict[str, np.ndarray]:
+        """Patches of the ``part`` ("train" or "validation") pixels, extracted once and cached in ``folder``."""
+
+
+class Predictor(ABC):
+    """A trained model, loaded: ``classes_`` and probabilities per window of the grid or per sample."""
+
+    classes_: np.ndarray
+    inputs: list[PatchInput]  # patch models: what predict_proba takes; [] for pixel models (a feature matrix)
+    batch: int = 65536  # samples per predict_proba call
+
+    @abstractmethod
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """(n, K) probabilities of ``x``: features (n, F) for pixel models, a dict of patches for patch models."""
+
+    @abstractmethod
+    def predict_window(self, cat: Catalog, spec: FeatureSpec, window: Window) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(mappable (h, w), probabilities (n mappable, K) in row-major order, per-sensor validity counts)."""
+
+
+class PixelPredictor(Predictor):
+    """A pixel model: the window's features (``chain.features``), the one mappability rule, then the estimator."""
+
+    def __init__(self, estimator: Any):
+        self.estimator = estimator
+        self.classes_ = np.asarray(estimator.classes_)
+        self.inputs = []
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(x))
+
+    def predict_window(self, cat: Catalog, spec: FeatureSpec, window: Window) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        from chain.classify import predict_proba_block
+        from chain.features import compute_features
+
+        block = compute_features(cat, spec, window)
+        valid = block.mappable()
+        proba = predict_proba_block(self.estimator, block.values, valid) if valid.any() else np.empty((0, len(self.classes_)))
+        return valid, proba, block.per_sensor
+
+
+@dataclass
+class FitReport:
+    """What training says about itself (logged, and kept in the manifest)."""
+
+    seconds: float
+    detail: str = ""
+    extra: dict[str, Any] | None = None
+
+
+class ModelType(ABC):
+    name: ClassVar[str]
+    kind: ClassVar[str]  # one of KINDS
+    config: ClassVar[type[ModelSection]]
+    files: ClassVar[tuple[str, ...]]  # what a trained model's folder holds besides manifest.json
+
+    def inputs(self, cfg: Any, spec: FeatureSpec, cat: Catalog) -> list[PatchInput]:
+        """The patches this model reads (patch models); raises ConfigError when the inputs it needs are missing."""
+        return []
+
+    def check(self, cfg: Any, spec: FeatureSpec, cat: Catalog) -> None:
+        """Cheap checks before any heavy step: inputs present, sizes that fit the network, device."""
+        self.inputs(cfg, spec, cat)
+
+    @abstractmethod
+    def fit(self, cfg: Any, data: TrainingData, seed: int, manifest: dict[str, Any]) -> FitReport:
+        """Train on ``data`` and write the model into ``data.folder`` (``manifest`` last, with
+        ``chain.models.save_manifest``); ``manifest`` holds what every model records (type, run, seed,
+        features, inputs, classes, parameters)."""
+
+    @abstractmethod
+    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1) -> Predictor:
+        """The model in ``folder``. ``engine``: how pixel forests are evaluated; ``threads``: the cores of one dask
+        worker thread's share (classify), or None when the caller is the only one (every core)."""

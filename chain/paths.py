@@ -1,0 +1,145 @@
+"""Where every product and intermediate lives in the work folder: one place names them all.
+
+Steps declare their outputs from here and read their upstream's outputs from here, so no step
+imports another and no path is spelled twice. Pure naming: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    def step(self, name: str) -> Path:
+        """A step's own folder (its intermediates; removed when the step starts over)."""
+        return self.root / name
+
+    # ---- ingest -----------------------------------------------------------------------------------
+    @property
+    def catalog(self) -> Path:
+        return self.root / "ingest" / "catalog.json"
+
+    @property
+    def reference(self) -> Path:
+        return self.root / "ingest" / "reference.gpkg"
+
+    @property
+    def classes(self) -> Path:
+        return self.root / "ingest" / "classes.json"
+
+    # ---- gapfill, features ------------------------------------------------------------------------
+    @property
+    def dates(self) -> Path:
+        """Each series source's regular output dates (the gapfill step)."""
+        return self.root / "gapfill" / "dates.json"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features" / "features.json"
+
+    @property
+    def cube(self) -> Path:
+        return self.root / "features" / "cube"
+
+    # ---- split, sample ----------------------------------------------------------------------------
+    @property
+    def split(self) -> Path:
+        return self.root / "split" / "split.csv"
+
+    @property
+    def sample_tiles(self) -> Path:
+        return self.root / "sample" / "tiles"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "sample" / "pixels.npz"
+
+    @property
+    def sample_summary(self) -> Path:
+        return self.root / "sample" / "summary.json"
+
+    # ---- train, compare_models --------------------------------------------------------------------
+    def model(self, run: int) -> Path:
+        """The folder of run ``run``'s model (its files and manifest.json)."""
+        return self.root / "train" / f"run_{run}"
+
+    def compared_model(self, index: int, run: int) -> Path:
+        return self.root / "compare_models" / f"model_{index}" / f"run_{run}"
+
+    @property
+    def comparison(self) -> Path:
+        return self.root / "compare_models" / "comparison.json"
+
+    # ---- classify, mosaic, regularize, vectorize (tiles) -------------------------------------------
+    def classified_tiles(self, run: int) -> Path:
+        return self.root / "classify" / f"run_{run}"
+
+    @property
+    def fusion_tiles(self) -> Path:
+        return self.root / "mosaic" / "fusion"
+
+    def regularized_tiles(self, run: int) -> Path:
+        return self.root / "regularize" / f"run_{run}"
+
+    def vector_tiles(self, run: int) -> Path:
+        return self.root / "vectorize" / f"run_{run}"
+
+    # ---- final products ---------------------------------------------------------------------------
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    def class_map(self, run: int) -> Path:
+        return self.final / f"Classif_Seed_{run}.tif"
+
+    def confidence_map(self, run: int) -> Path:
+        return self.final / f"Confidence_Seed_{run}.tif"
+
+    def probability_map(self, run: int) -> Path:
+        return self.final / f"Probabilities_Seed_{run}.tif"
+
+    def regularized_map(self, run: int) -> Path:
+        return self.final / f"Classif_Seed_{run}_regularized.tif"
+
+    def vector_map(self, run: int) -> Path:
+        return self.final / f"Classif_Seed_{run}.gpkg"
+
+    @property
+    def fusion_map(self) -> Path:
+        return self.final / "Classif_Fusion.tif"
+
+    @property
+    def agreement_map(self) -> Path:
+        return self.final / "Agreement_Fusion.tif"
+
+    @property
+    def validity_map(self) -> Path:
+        return self.final / "PixelsValidity.tif"
+
+    @property
+    def nomenclature(self) -> Path:
+        return self.final / "nomenclature.csv"
+
+    @property
+    def results(self) -> Path:
+        return self.final / "RESULTS.txt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.final / "metrics.json"
+
+    @property
+    def report(self) -> Path:
+        return self.final / "report.html"
+
+    def confusion_png(self, run: int) -> Path:
+        return self.final / f"confusion_Seed_{run}.png"
+
+
+def style(map_path: Path) -> Path:
+    """The QGIS style beside a class map."""
+    return map_path.with_suffix(".qml")

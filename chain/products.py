@@ -1,0 +1,105 @@
+"""Readers of what the steps left in the work folder (memoised per run), and the pre-flight discovery.
+
+Steps read their upstream's outputs through these (the paths come from ``chain.paths``); nothing
+here writes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+
+    from chain.catalog import Catalog
+    from chain.grid import Tile
+    from chain.runner import Context
+    from chain.spec import FeatureSpec
+
+
+def preflight(ctx: Context) -> tuple[Catalog, gpd.GeoDataFrame]:
+    """Catalogue + checked reference polygons from the config and the inputs, once per run (headers only: cheap)."""
+    def make() -> tuple[Catalog, Any]:
+        from chain import vector
+        from chain.catalog import build_catalog
+
+        cat = build_catalog(ctx.cfg)
+        return cat, vector.read_reference(ctx.cfg.inputs.reference, cat.grid)
+
+    result: tuple[Catalog, gpd.GeoDataFrame] = ctx.memo("preflight", make)
+    return result
+
+
+def catalog(ctx: Context) -> Catalog:
+    from chain.catalog import Catalog
+
+    result: Catalog = ctx.memo("catalog", lambda: Catalog.from_dict(json.loads(ctx.paths.catalog.read_text())))
+    return result
+
+
+def reference(ctx: Context) -> gpd.GeoDataFrame:
+    import geopandas as gpd
+
+    result: gpd.GeoDataFrame = ctx.memo("reference", lambda: gpd.read_file(ctx.paths.reference, engine="pyogrio"))
+    return result
+
+
+def classes(ctx: Context) -> dict[int, dict[str, Any]]:
+    """Code -> {"name", "color"}: the reference's class names, with the config's ``classes:`` names and colours over them."""
+    from chain.raster import DEFAULT_PALETTE
+
+    raw = json.loads(ctx.paths.classes.read_text())
+    out = {}
+    for i, (code, name) in enumerate(sorted((int(k), v["name"]) for k, v in raw.items())):
+        user = ctx.cfg.classes.get(code)
+        color = tuple(user.color) if user and user.color else DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)]
+        out[code] = {"name": user.name if user and user.name else name, "color": list(color)}
+    return out
+
+
+def colormap(ctx: Context) -> dict[int, tuple[int, int, int, int]]:
+    """The GDAL colour table of the class maps (0 = nodata, transparent)."""
+    from chain.mosaic import colormap_for
+
+    return colormap_for({c: tuple(v["color"]) for c, v in classes(ctx).items()})
+
+
+def date_grids(ctx: Context) -> dict[str, dict[str, list[Any]]]:
+    import datetime as dt
+
+    raw = json.loads(ctx.paths.dates.read_text())
+    return {s: {label: [dt.date.fromisoformat(d) for d in g["output"]] for label, g in groups.items()} for s, groups in raw.items()}
+
+
+def spec(ctx: Context) -> FeatureSpec:
+    from chain.spec import FeatureSpec
+
+    result: FeatureSpec = ctx.memo("spec", lambda: FeatureSpec.from_dict(json.loads(ctx.paths.features.read_text())))
+    return result
+
+
+def splits(ctx: Context) -> pd.DataFrame:
+    import pandas as pd
+
+    result: pd.DataFrame = ctx.memo("split", lambda: pd.read_csv(ctx.paths.split))
+    return result
+
+
+def samples(ctx: Context) -> Any:
+    import numpy as np
+
+    from chain.sampling import Samples
+
+    return ctx.memo("samples", lambda: Samples.from_npz(np.load(ctx.paths.samples)))
+
+
+def tiles(ctx: Context) -> list[Tile]:
+    from chain.grid import make_tiles
+
+    return make_tiles(catalog(ctx).grid, ctx.cfg.grid.tile_size_px)
+
+
+def runs(ctx: Context) -> range:
+    return range(ctx.cfg.split.runs)
