@@ -82,7 +82,7 @@ class PeakRSS:
             self.peak = max(self.peak, total)
             time.sleep(0.05)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._t.start()
         return self
 
@@ -133,7 +133,8 @@ def main() -> None:
     for n in args.workers:
         sel = [r for r in rows if r["workers"] == n]
         if len(sel) > 1:
-            print(f"workers={n}: peak RSS at {sel[-1]['side_px']}² / at {sel[0]['side_px']}² = {sel[-1]['peak_rss_mib'] / sel[0]['peak_rss_mib']:.2f}")
+            ratio = sel[-1]["peak_rss_mib"] / sel[0]["peak_rss_mib"]
+            print(f"workers={n}: peak RSS at {sel[-1]['side_px']}² / at {sel[0]['side_px']}² = {ratio:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"machine": platform.uname()._asdict(), "cpus": psutil.cpu_count(), "rows": rows}, indent=2))
 

@@ -44,7 +44,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classify import PeakRSS, vrt_mosaic  # noqa: E402  (the other bench script)
 
-from chain import config, models  # noqa: E402
+from chain import config  # noqa: E402
 from chain.runner import run_pipeline  # noqa: E402
 from chain.sampling import Samples, select_run  # noqa: E402
 
@@ -172,7 +172,10 @@ def main() -> None:
     # train once through chain; every engine below uses this forest or these pixels
     cfg = config.load(chain_config(root, stack, polys, "chain_w2t1", 2, 1))
     run_pipeline(cfg, to_step="compare_models")
-    model, manifest = models.load(cfg.workdir / "train" / "run_0")
+    import joblib
+
+    model = joblib.load(cfg.workdir / "train" / "run_0" / "model.joblib")
+    manifest = json.loads((cfg.workdir / "train" / "run_0" / "manifest.json").read_text())
     samples = Samples.from_npz(np.load(cfg.workdir / "sample" / "pixels.npz"))
     import pandas as pd
 
@@ -207,10 +210,8 @@ def main() -> None:
             rows.append(("OTB 8 ImageClassifier (2 threads)", res[0]))
 
     naive_cls = rasterio.open(root / "naive.tif").read(1)
-    from chain.grid import make_tiles
     from chain.classify import tile_paths
-
-    from chain.grid import GridSpec
+    from chain.grid import GridSpec, make_tiles
 
     with rasterio.open(stack) as src:
         grid = GridSpec(src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height)

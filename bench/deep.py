@@ -2,7 +2,7 @@
 
 Part 1, the networks alone (random inputs of the real shapes): a training step (forward + backward +
 Adam) on batches of 64 and no-grad inference on batches of 1024, at the papers' sizes and at the
-demo configs' reduced sizes. Part 2, end to end: ``PatchModel.predict_window`` (read the tile and its
+demo configs' reduced sizes. Part 2, end to end: the loaded model's ``predict_window`` (read the tile and its
 halo, cut patches from strided views, normalise, forward) on one 256 x 256 tile of each demo run
 that exists (run the demo configs first). Prints the M3Fusion figure against the 9 h for 27 M
 pixels of Benedetti et al. (2018).
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classify import PeakRSS  # noqa: E402
 
 from chain import config  # noqa: E402
-from chain.deep import nets  # noqa: E402
+from chain.models import model_type  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # input shapes as the demo runs give them (S2: 17 dates x 13 features; S1: 2 orbits x 2 pols, 28 dates)
@@ -59,15 +59,15 @@ def networks(device: torch.device, repeat: int) -> None:
     print("|---|---|---|---|---|---|")
     for kind, shapes in SHAPES.items():
         for label, sizes in (("paper", {}), ("demo", DEMO_SIZES[kind])):
-            cfg = config.pydantic_adapter_for_model().validate_python({"type": kind, **sizes})
-            net = nets.build(cfg, 7, shapes).to(device)
+            cfg = config.parse_model({"type": kind, **sizes})
+            net = model_type(kind).network(cfg, 7, shapes).to(device)
             n_params = sum(p.numel() for p in net.parameters())
             opt = torch.optim.Adam(net.parameters(), 2e-4)
             x64, y64 = batch(shapes, 64, device), torch.randint(0, 7, (64,), device=device)
             x_inf = batch(shapes, 1024 if label == "demo" or kind == "multiresolcc" else 256, device)
             n_inf = next(iter(x_inf.values())).shape[0]
 
-            def step():
+            def step(net=net, opt=opt, x64=x64, y64=y64):  # bound now: the loop rebinds them
                 net.train()
                 opt.zero_grad()
                 out = net(x64)
@@ -79,7 +79,7 @@ def networks(device: torch.device, repeat: int) -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
 
-            def infer():
+            def infer(net=net, x_inf=x_inf):
                 net.eval()
                 with torch.no_grad():
                     net(x_inf)["fused"].sum().item()
@@ -94,12 +94,13 @@ def networks(device: torch.device, repeat: int) -> None:
 
 
 def end_to_end() -> None:
+    import json
+
     from rasterio.windows import Window
 
+    from chain import models
     from chain.catalog import Catalog
-    from chain.deep.infer import PatchModel
-    from chain.features import FeatureSpec
-    import json
+    from chain.spec import FeatureSpec
 
     print("\n## End to end on a 256 x 256 tile of the demo runs (read + halo + patches + forward, 1 process)\n")
     print("| run | model | pixels | seconds | px/s | peak RSS MiB |")
@@ -112,13 +113,14 @@ def end_to_end() -> None:
             continue
         cat = Catalog.from_dict(json.loads((work / "ingest" / "catalog.json").read_text()))
         spec = FeatureSpec.from_dict(json.loads((work / "features" / "features.json").read_text()))
-        model = PatchModel(mdir, threads=torch.get_num_threads())
+        model = models.load(mdir, threads=torch.get_num_threads())
         win = Window(0, 0, min(256, cat.grid.width), min(256, cat.grid.height))
         with PeakRSS() as mem:
             t0 = time.perf_counter()
             valid, proba, _ = model.predict_window(cat, spec, win)
             dt = time.perf_counter() - t0
-        print(f"| {name} | {model.kind} | {int(valid.sum()):,} | {dt:.1f} | {valid.sum() / dt:,.0f} | {mem.peak / 2**20:,.0f} |")
+        kind = models.read_manifest(mdir)["type"]
+        print(f"| {name} | {kind} | {int(valid.sum()):,} | {dt:.1f} | {valid.sum() / dt:,.0f} | {mem.peak / 2**20:,.0f} |")
 
 
 def main() -> None:

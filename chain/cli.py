@@ -174,9 +174,7 @@ def _demo(cfg: Any) -> None:
     if cfg.demo is not None:
         from chain.demo.scene import ensure
 
-        d = cfg.demo
-        ensure(cfg.inputs.reference.path, d.size_px, d.n_dates, d.n_fields, d.seed, d.year, d.layout, d.s1, d.spot, d.s2_tiles,
-               d.landsat)
+        ensure(cfg.inputs.reference.path, **cfg.demo.model_dump())
 
 
 def _print_summary(reports: list[Any], workdir: Path, dry_run: bool) -> None:

@@ -323,11 +323,14 @@ def parse(data: Any, source: Path | None = None, base_dir: Path | None = None) -
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
     node = data
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: '{p}' is not a section")
+    parts: list[Any] = dotted.split(".")
+    for i, p in enumerate(parts):
+        if p not in node and p.lstrip("-").isdigit() and int(p) in node:
+            parts[i] = int(p)  # --set classes.1.name=... addresses the file's class 1 (an integer key in YAML)
+        if i < len(parts) - 1:
+            node = node.setdefault(parts[i], {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {dotted}: '{p}' is not a section")
     node[parts[-1]] = value
 
 
@@ -371,7 +374,13 @@ def load(path: Path | str, overrides: list[str] | None = None) -> Config:
         key = key.strip()
         if isinstance(data, dict) and "." not in key and key in (data.get("vars") or {}):
             key = f"vars.{key}"  # --set year=2022 sets the variable 'year'
-        set_key(data if isinstance(data, dict) else {}, key, yaml.safe_load(raw))
+        try:
+            # "#ff0000" would be a YAML comment (None): a value starting with # is the string itself
+            value = raw.strip() if raw.strip().startswith("#") else yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]}); "
+                              "quote it, e.g. --set 'key=\"text\"'") from None
+        set_key(data if isinstance(data, dict) else {}, key, value)
     if isinstance(data, dict):
         values = data.get("vars") or {}
         if not isinstance(values, dict):

@@ -228,10 +228,20 @@ DEFAULT_PALETTE = [
 
 
 def parse_color(value: Any) -> tuple[int, int, int]:
+    """``#RRGGBB``, a colour name (CSS / matplotlib: "red", "darkgreen", "tab:blue") or [r, g, b] -> (r, g, b)."""
     if isinstance(value, str):
-        v = value.lstrip("#")
-        if len(v) != 6:
-            raise ValueError(f"colour {value!r} is not #RRGGBB")
-        return int(v[0:2], 16), int(v[2:4], 16), int(v[4:6], 16)
+        v = value.strip()
+        if v.startswith("#") or len(v) == 6 and all(ch in "0123456789abcdefABCDEF" for ch in v):
+            hexa = v.lstrip("#")
+            if len(hexa) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in hexa):
+                raise ValueError(f"colour {value!r} is not #RRGGBB")
+            return int(hexa[0:2], 16), int(hexa[2:4], 16), int(hexa[4:6], 16)
+        from matplotlib.colors import to_rgb
+
+        try:
+            rgb = to_rgb(v)
+        except ValueError:
+            raise ValueError(f"colour {value!r} is neither #RRGGBB nor a colour name (e.g. red, darkgreen, tab:blue)") from None
+        return int(round(rgb[0] * 255)), int(round(rgb[1] * 255)), int(round(rgb[2] * 255))
     r, g, b = (int(x) for x in value)
     return r, g, b

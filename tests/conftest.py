@@ -58,3 +58,23 @@ def make_config(tiny_scene: Path, tmp_path: Path):  # type: ignore[no-untyped-de
         return tiny_config(tiny_scene, tmp_path / name, **sections)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def full_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny scene with every product the generator writes: S2 (date folders), S1, SPOT (GeoTIFF pair), Landsat."""
+    return generate(tmp_path_factory.mktemp("full") / "scene", **{**TINY, "n_dates": 6}, s1=True, spot="geotiff", landsat=True)
+
+
+def config_for(scene: Path, workdir: Path, inputs: dict[str, Any], **sections: Any) -> Any:
+    """A validated config reading ``scene`` in place (absolute paths), writing into ``workdir``."""
+    from chain import config
+
+    data = {
+        "workdir": str(workdir), "seed": 7,
+        "inputs": {**inputs, "reference": {"path": str(scene / "reference.gpkg"), "name_field": "name"}},
+        "grid": {"tile_size_px": 32}, "gapfill": {"interval_days": 30},
+        "split": {"scheme": "30/70", "runs": 1, "small_class": "drop"},
+        "cluster": {"n_workers": 1, "threads_per_worker": 2, "processes": False, "memory_limit": "1GiB"},
+    }
+    return config.parse(_merge(data, sections), base_dir=scene)

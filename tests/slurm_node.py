@@ -76,7 +76,7 @@ class SlurmNode:
                 return
             time.sleep(0.1)
 
-    def start(self, timeout: float = 60) -> "SlurmNode":
+    def start(self, timeout: float = 60) -> SlurmNode:
         for d in ("state", "spool"):
             (self.folder / d).mkdir(parents=True, exist_ok=True)
         self.conf.write_text(CONF.format(d=self.folder, port=self.port, port2=self.port + 1, cpus=os.cpu_count() or 2))

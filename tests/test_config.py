@@ -75,3 +75,22 @@ def test_placeholders_are_filled_from_vars_and_set(tmp_path):
 def test_undefined_placeholder_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"key 'workdir': placeholder \$\{year\} has no value"):
         config.load(_write(tmp_path, {**MINIMAL, "workdir": "out/${year}"}))
+
+
+def test_set_addresses_integer_keys_and_colours_are_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("workdir: w\ninputs: {s2: {path: s2}, reference: {path: r.gpkg}}\n"
+                    "classes: {1: {name: cane, color: '#102030'}}\n")
+    cfg = config.load(path, ["classes.1.name=sugarcane"])
+    assert cfg.classes[1].name == "sugarcane" and cfg.classes[1].color == (16, 32, 48)  # the file's colour is kept
+    assert config.load(path, ["classes.1.color=darkgreen"]).classes[1].color == (0, 100, 0)
+    for bad in ("reddish", "[300, 0, 0]"):
+        with pytest.raises(ConfigError, match="classes.1.color"):
+            config.load(path, [f"classes.1.color={bad}"])
+
+
+def test_demo_two_tiles_need_a_product_layout(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("workdir: w\ninputs: {s2: {path: s2}, reference: {path: r.gpkg}}\ndemo: {s2_tiles: 2}\n")
+    with pytest.raises(ConfigError, match="key 'demo': .*s2_tiles: 2 .*needs a product layout"):
+        config.load(path)

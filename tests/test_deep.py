@@ -142,7 +142,7 @@ def test_patches_are_centred_on_the_pixel(scene, tmp_path):
     rows, cols = np.array([8, 20, 31]), np.array([8, 15, 31])
     got = block.gather(rows, cols)
     full = compute_features(cat, spec, Window(0, 0, cat.grid.width, cat.grid.height)).values
-    for k, (r, c) in enumerate(zip(rows, cols)):
+    for k, (r, c) in enumerate(zip(rows, cols, strict=False)):
         np.testing.assert_array_equal(got["features"][k], full[:, r - 1:r + 2, c - 1:c + 2])
     # the 8x8 PAN patch of a 10 m cell spans 12 m around the cell centre
     with rasterio.open(cat.source("spot").pan) as src:

@@ -2,7 +2,6 @@
 
 import geopandas as gpd
 import numpy as np
-import pytest
 import rasterio
 import yaml
 from click.testing import CliRunner

@@ -75,8 +75,8 @@ def test_dates_outside_the_range_are_skipped_with_a_warning(make_config, caplog)
 
 
 def test_samples_need_enough_clear_dates(make_config):
-    from chain.sampling import extract_tile
     from chain.grid import make_tiles
+    from chain.sampling import extract_tile
     from chain.vector import read_reference
 
     cfg = config.load(make_config())

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from rio_cogeo.cogeo import cog_validate
 
 from chain import config
-from chain.cli import main
 from chain.classify import vote
+from chain.cli import main
 from chain.regularize import majority, regularize
 from chain.runner import run_pipeline
 
@@ -74,9 +74,10 @@ def test_regularization_by_tiles_equals_whole_map():
     labels = rng.choice([1, 2, 3], size=(70, 90)).astype(np.uint8)
     labels[:10, :10] = 0
     whole = regularize(labels, 6, 1)
+    from rasterio.crs import CRS
+
     from chain.grid import GridSpec, make_tiles
     from chain.regularize import halo_for
-    from rasterio.crs import CRS
 
     grid = GridSpec.from_bounds(CRS.from_epsg(32740), (0, 0, 900, 700), 10)
     out = np.zeros_like(labels)

@@ -179,9 +179,9 @@ def test_tiles_in_two_utm_zones_are_read_onto_one_grid(theia_scenes, tmp_path):
     cs, ca = build_catalog(single), build_catalog(auto)
     assert ca.grid.crs.to_epsg() == 32740 and ca.source("s2").dates == cs.source("s2").dates
     # the grid covers both tiles (the reprojected one's footprint is a little larger)
-    l, b, r, t = ca.grid.bounds
+    left, b, r, t = ca.grid.bounds
     sl, sb, sr, st = cs.grid.bounds
-    assert l <= sl and b <= sb and r >= sr and t >= st and ca.grid.width - cs.grid.width <= 4
+    assert left <= sl and b <= sb and r >= sr and t >= st and ca.grid.width - cs.grid.width <= 4
     multi = config.load(tiny_config(scene, tmp_path / "multi", inputs={"s2": {"format": "theia", "resampling": "nearest"}},
                                     grid={"crs": "EPSG:32740", "resolution_m": 10, "bounds": list(cs.grid.bounds)}))
     cm = build_catalog(multi)

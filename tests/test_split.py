@@ -16,9 +16,9 @@ def _polys(counts):
 def test_parts_are_disjoint_cover_all_and_follow_ratios_per_class(scheme, fractions):
     polys = _polys({1: 50, 2: 20, 3: 101})
     table = make_splits(polys, scheme, runs=3, seed=1, min_polygons=2, small_class="error")
-    for run, t in table.groupby("run"):
+    for _run, t in table.groupby("run"):
         assert sorted(t["poly_id"]) == sorted(polys["poly_id"])  # every polygon exactly once
-        for code, tc in t.groupby("code"):
+        for _code, tc in t.groupby("code"):
             n = len(tc)
             for part, frac in fractions.items():
                 assert abs((tc["part"] == part).sum() - frac * n) <= 1
@@ -34,7 +34,7 @@ def test_deterministic_for_a_seed_and_different_across_runs_and_seeds():
     # the input order of the polygons does not matter
     perm = np.random.default_rng(0).permutation(len(ids))
     b = split_polygons(ids[perm], codes[perm], "30/70", seed=5, run=0)
-    assert dict(zip(ids[perm], b)) == dict(zip(ids, a))
+    assert dict(zip(ids[perm], b, strict=False)) == dict(zip(ids, a, strict=False))
 
 
 def test_small_classes_raise_or_are_dropped():

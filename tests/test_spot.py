@@ -152,8 +152,8 @@ def test_aoi_sets_the_grid_and_masks_outside(tiny_scene, tmp_path):
     gpd.GeoDataFrame(geometry=[tri], crs="EPSG:32740").to_crs(4326).to_file(aoi, driver="GeoJSON")
     cfg = config.load(tiny_config(tiny_scene, tmp_path / "a", grid={"aoi": str(aoi), "tile_size_px": 32}))
     cat = build_catalog(cfg)
-    l, bo, r, t = cat.grid.bounds
-    assert l <= b.left + 20 + 10 and r >= b.right - 30 and t >= b.top - 110 and t < b.top - 50
+    left, bo, r, t = cat.grid.bounds
+    assert left <= b.left + 20 + 10 and r >= b.right - 30 and t >= b.top - 110 and t < b.top - 50
     block = compute_features(cat, feature_spec(cfg, cat), Window(0, 0, cat.grid.width, cat.grid.height))
     inside = block.n_valid > 0
     # about half of the bounding box is inside the triangle, and the upper right corner is out

@@ -95,9 +95,10 @@ def _rewrite(src_path, dst_path, **creation):
 
 
 def test_uncompressed_pixel_interleaved_stack_is_read_pixel_major_and_maps_the_same(stack_case, tmp_path):
+    from rasterio.windows import Window
+
     from chain import raster
     from chain.grid import GridSpec
-    from rasterio.windows import Window
 
     path, scene, *_ = stack_case
     raw = scene / "raw"

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -260,20 +261,20 @@ def observe(scene: Scene, rng: np.random.Generator, doy: int) -> tuple[np.ndarra
     return refl, mask
 
 
-def ensure(reference_path: Path, size_px: int, n_dates: int, n_fields: int, seed: int, year: int,
-           layout: str = "folders", s1: bool = False, spot: str = "none", s2_tiles: int = 1, landsat: bool = False) -> bool:
+def ensure(reference_path: Path, **options: Any) -> bool:
     """Generate the demo scene beside ``reference_path`` (``<folder>/reference.gpkg``, with ``<folder>/s2``
-    and, if ``s1``, ``<folder>/s1``) when it is missing; True when it was generated."""
+    and the other products' folders) when it is missing; True when it was generated. ``options``: as ``generate``
+    takes them (the ``demo:`` section)."""
     out = reference_path.parent
     if reference_path.name != "reference.gpkg":
         from chain.errors import ConfigError
 
         raise ConfigError("demo: inputs.reference.path must be '<folder>/reference.gpkg', with the image inputs in "
                           "'<folder>/s2' and '<folder>/s1', for the demo generator")
-    wanted = ([out / "s2"] + ([out / "s1"] if s1 else []) + ([out / "spot"] if spot != "none" else [])
-              + ([out / "landsat"] if landsat else []))
+    o = options
+    wanted = [out / "s2"] + [out / name for name in ("s1", "landsat") if o.get(name)] + ([out / "spot"] if o.get("spot", "none") != "none" else [])
     if reference_path.exists() and all(p.is_dir() and any(p.iterdir()) for p in wanted):
         return False
-    log.info("generating the demo scene (%d px, %d dates) in %s", size_px, n_dates, out)
-    generate(out, size_px, n_dates, n_fields, seed, year, layout, s1, spot, s2_tiles, landsat)
+    log.info("generating the demo scene (%d px, %d dates) in %s", o.get("size_px", 500), o.get("n_dates", 24), out)
+    generate(out, **options)
     return True
