@@ -247,6 +247,9 @@ def _section(cls: type[Section], value: Any, prefix: tuple[Any, ...], context: d
         return None
 
 
+DEFAULT_MODEL = "rf"  # model.type when a model section gives none
+
+
 def parse_model(value: Any, where: str = "model", context: dict[str, Any] | None = None,
                 problems: list[str] | None = None) -> ModelSection | None:
     """A ``model`` section validated by its registered type's schema (``type`` defaults to rf)."""
@@ -257,7 +260,7 @@ def parse_model(value: Any, where: str = "model", context: dict[str, Any] | None
     if not isinstance(value, dict):
         problems.append(f"key '{where}': expected a mapping with a 'type' (one of {', '.join(MODELS.names())}), got {value!r}")
     else:
-        value = {"type": "rf", **value}
+        value = {"type": DEFAULT_MODEL, **value}
         try:
             cls = MODELS.get(str(value["type"]), f"{where}.type").config
         except ConfigError as exc:

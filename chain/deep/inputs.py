@@ -47,7 +47,7 @@ class PatchInput:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PatchInput:
-        return cls(d["name"], d["kind"], int(d["size"]), tuple(d["index"]), int(d["steps"]), d.get("source", "spot" if d["kind"] != "grid" else ""))
+        return cls(d["name"], d["kind"], int(d["size"]), tuple(d["index"]), int(d["steps"]), d.get("source", ""))
 
 
 def native_source(cat: Catalog, inp: PatchInput) -> Any:
