@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -48,8 +49,20 @@ def write_text(path: Path | str, text: str) -> None:
         tmp.write_text(text)
 
 
+def strict(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None: JSON that strict parsers (JSON.parse, jq) accept."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path | str, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Strict JSON (NaN written as null), atomically."""
+    write_text(path, json.dumps(strict(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
 
 
 def clean_temporaries(folder: Path) -> int:

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chain.errors import ConfigError
+from chain.errors import ChainError, ConfigError, InputMissingError, Problems
 from chain.grid import GridSpec
 from chain.sources.base import Header, Source, source_class
 
@@ -82,9 +82,22 @@ def define_grid(cfg: Config, first: Header) -> GridSpec:
 
 
 def build_catalog(cfg: Config) -> Catalog:
-    """Discover every configured source, define the grid, check that each product lies in the area."""
-    sources = sorted((source_class(name, f"inputs.{name}").discover(section, cfg) for name, section in cfg.inputs.sources().items()),
-                     key=lambda s: s.feature_rank)
+    """Discover every configured source, define the grid, check that each product lies in the area.
+
+    Every source is discovered even when another fails, and the reference and AOI files are checked
+    too, so that one call reports every missing or unusable input (``chain.errors.Problems``).
+    """
+    found, problems = [], []
+    for name, section in cfg.inputs.sources().items():
+        try:
+            found.append(source_class(name, f"inputs.{name}").discover(section, cfg))
+        except ChainError as exc:
+            problems.append(exc)
+    for key, path in (("inputs.reference.path", cfg.inputs.reference.path), ("grid.aoi", cfg.grid.aoi)):
+        if path is not None and not path.exists():
+            problems.append(InputMissingError(f"{key}: {str(path)!r} does not exist (expected a polygon file: GPKG, GeoJSON or Shapefile)"))
+    Problems.collect(problems)
+    sources = sorted(found, key=lambda s: s.feature_rank)
     primary = min(sources, key=lambda s: s.grid_rank)
     headers = primary.grid_headers()
     first = union_extent(headers[0], headers[1:])

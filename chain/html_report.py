@@ -94,9 +94,10 @@ def comparison_figure(models: list[dict[str, Any]]) -> str:
     return uri
 
 
-def _fmt(agg: dict[str, float]) -> str:
-    ci = agg.get("ci95")
-    return f"{agg['mean']:.3f}" + ("" if ci is None or np.isnan(ci) else f" ± {ci:.3f}")
+def _fmt(agg: dict[str, Any]) -> str:
+    from chain.report import mean_ci_text
+
+    return mean_ci_text(agg).replace("+-", "±")
 
 
 def html_table(header: list[str], rows: list[list[Any]]) -> str:

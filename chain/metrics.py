@@ -27,17 +27,22 @@ def scores(cm: np.ndarray) -> dict[str, Any]:
     oa = diag.sum() / total if total else float("nan")
     pe = (cm.sum(0) * cm.sum(1)).sum() / total**2 if total else float("nan")
     kappa = (oa - pe) / (1 - pe) if total and pe != 1 else float("nan")
+    ref, pred = cm.sum(1), cm.sum(0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(cm.sum(0) > 0, diag / cm.sum(0), 0.0)
-        recall = np.where(cm.sum(1) > 0, diag / cm.sum(1), 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        # a class without reference pixels has no recall or F1 (NaN: "n/a", left out of means), not 0;
+        # a class present but never predicted has precision 0, as scikit-learn's zero_division=0
+        precision = np.where(pred > 0, diag / pred, np.where(ref > 0, 0.0, np.nan))
+        recall = np.where(ref > 0, diag / ref, np.nan)
+        f1 = np.where(ref > 0, np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0), np.nan)
     return {"oa": float(oa), "kappa": float(kappa), "precision": precision.tolist(), "recall": recall.tolist(),
-            "f1": f1.tolist(), "n": int(total)}
+            "f1": f1.tolist(), "macro_f1": float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan"), "n": int(total)}
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval (half-width NaN for one value)."""
+    """Mean and half-width of the Student-t confidence interval (half-width NaN for one value); NaN values
+    (undefined in a run, e.g. a class without validation pixels) are left out."""
     a = np.asarray(values, dtype=np.float64)
+    a = a[np.isfinite(a)]
     if len(a) < 2:
         return float(a.mean()) if len(a) else float("nan"), float("nan")
     half = stats.t.ppf(0.5 + level / 2, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))

@@ -28,7 +28,13 @@ def preflight(ctx: Context) -> tuple[Catalog, gpd.GeoDataFrame]:
         cat = build_catalog(ctx.cfg)
         return cat, vector.read_reference(ctx.cfg.inputs.reference, cat.grid)
 
-    result: tuple[Catalog, gpd.GeoDataFrame] = ctx.memo("preflight", make)
+    if "preflight_error" in ctx.cache:  # found once: the other steps' checks do not discover the inputs again
+        raise ctx.cache["preflight_error"]
+    try:
+        result: tuple[Catalog, gpd.GeoDataFrame] = ctx.memo("preflight", make)
+    except Exception as exc:
+        ctx.cache["preflight_error"] = exc
+        raise
     return result
 
 

@@ -14,7 +14,7 @@ from chain.metrics import mean_ci, scores
 def run_metrics(cm: np.ndarray, labels: list[int]) -> dict[str, Any]:
     s = scores(cm)
     return {
-        "oa": s["oa"], "kappa": s["kappa"], "n_pixels": s["n"],
+        "oa": s["oa"], "kappa": s["kappa"], "macro_f1": s["macro_f1"], "n_pixels": s["n"],
         "per_class": {str(c): {"precision": p, "recall": r, "f1": f, "n_reference": int(cm[i].sum())}
                       for i, (c, p, r, f) in enumerate(zip(labels, s["precision"], s["recall"], s["f1"], strict=False))},
         "confusion": cm.tolist(),
@@ -26,14 +26,22 @@ def summarize(runs: list[dict[str, Any]], labels: list[int]) -> dict[str, Any]:
         m, h = mean_ci(values)
         return {"mean": m, "ci95": h}
 
-    out: dict[str, Any] = {"oa": agg([r["oa"] for r in runs]), "kappa": agg([r["kappa"] for r in runs]), "per_class": {}}
+    out: dict[str, Any] = {"oa": agg([r["oa"] for r in runs]), "kappa": agg([r["kappa"] for r in runs]),
+                           "macro_f1": agg([r["macro_f1"] for r in runs]), "per_class": {}}
     for c in labels:
         out["per_class"][str(c)] = {k: agg([r["per_class"][str(c)][k] for r in runs]) for k in ("precision", "recall", "f1")}
     return out
 
 
-def mean_ci_text(a: dict[str, float], digits: int = 3) -> str:
-    return f"{a['mean']:.{digits}f}" + ("" if np.isnan(a["ci95"]) else f" +- {a['ci95']:.{digits}f}")
+def _undefined(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def mean_ci_text(a: dict[str, Any], digits: int = 3) -> str:
+    """``mean +- ci95``; ``n/a`` when undefined (e.g. a class without validation pixels), no +- with one run."""
+    if _undefined(a.get("mean")):
+        return "n/a"
+    return f"{a['mean']:.{digits}f}" + ("" if _undefined(a.get("ci95")) else f" +- {a['ci95']:.{digits}f}")
 
 
 def results_text(runs: list[dict[str, Any]], summary: dict[str, Any], labels: list[int], names: dict[int, str], part: str,
@@ -48,7 +56,8 @@ def results_text(runs: list[dict[str, Any]], summary: dict[str, Any], labels: li
             lines.append(f"{c:>{width}}  " + "".join(f"{v:>{width}}" for v in row))
         lines += ["", f"KAPPA : {m['kappa']:.3f}", f"OA : {m['oa']:.3f}", ""]
     lines += [f"#################### Summary over {len(runs)} run(s): mean +- 95% CI ####################", "",
-              f"OA = {mean_ci_text(summary['oa'])}", f"Kappa = {mean_ci_text(summary['kappa'])}", "",
+              f"OA = {mean_ci_text(summary['oa'])}", f"Kappa = {mean_ci_text(summary['kappa'])}",
+              f"Mean F1 (classes with validation pixels) = {mean_ci_text(summary['macro_f1'])}", "",
               f"{'class':<28}{'Precision':>18}{'Recall':>18}{'F1':>18}"]
     for c in labels:
         pc = summary["per_class"][str(c)]

@@ -239,10 +239,20 @@ class WorkdirLock:
 
 
 def prepare(ctx: Context, upto: int | None = None) -> None:
-    """Run every step's cheap checks (config and inputs), in pipeline order, before the first step starts."""
+    """Run every step's cheap checks (config and inputs), in pipeline order, before the first step starts;
+    every problem found is reported at once."""
+    from chain.errors import ChainError, Problems
+
     names = step_names()
+    problems: list[ChainError] = []
     for name in names[: (upto + 1) if upto is not None else None]:
-        step_class(name)().check(ctx)
+        try:
+            step_class(name)().check(ctx)
+        except Problems as exc:
+            problems += exc.problems
+        except ChainError as exc:
+            problems.append(exc)
+    Problems.collect(problems)
 
 
 def check(cfg: Config) -> Context:

@@ -69,7 +69,7 @@ class CompareModels(Step):
                 predictor = models.load(folder, "compiled", None)  # this process is the only caller: every core
                 pred = predict_samples(predictor, ev, cat, spec, ctx.cfg.grid.tile_size_px)
                 m = run_metrics(confusion(ev.code, pred, labels), labels)
-                m["f1_mean"] = float(np.nanmean([c["f1"] for c in m["per_class"].values()]))
+                m["f1_mean"] = m["macro_f1"]  # over the classes with evaluation pixels
                 per_run.append(m)
                 log.info("compare_models: %s, run %d: OA %.3f, kappa %.3f on %d %s pixels", name, run,
                          per_run[-1]["oa"], per_run[-1]["kappa"], len(ev.code), part)

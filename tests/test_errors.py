@@ -152,3 +152,26 @@ def test_spot_and_model_input_errors_are_clean(make_config):
     _assert_clean_error(*_run("validate", path), 3, "inputs.spot", "nowhere/spot", "does not exist")
     path = make_config("cnn", model={"type": "multiresolcc", "epochs": 1})
     _assert_clean_error(*_run("run", path), 2, "multiresolcc", "needs a SPOT PAN + MS pair", "inputs.spot")
+
+
+def test_validate_lists_every_missing_input_at_once(tmp_path):
+    """configs/example.yaml copied somewhere without data: every input it names is reported in one call."""
+    import shutil
+
+    shutil.copy("configs/example.yaml", tmp_path / "example.yaml")
+    code, out = _run("validate", tmp_path / "example.yaml")
+    _assert_clean_error(code, out, 3, "2 problems", "inputs.s2.path", "inputs.reference.path")
+    data = yaml.safe_load((tmp_path / "example.yaml").read_text())
+    data["inputs"].update({k: {"path": f"nowhere/{k}"} for k in ("s1", "spot", "stack", "landsat")})
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump(data))
+    code, out = _run("validate", tmp_path / "all.yaml")
+    _assert_clean_error(code, out, 3, "6 problems", *(f"inputs.{k}" for k in ("s2", "s1", "spot", "stack", "landsat", "reference")))
+
+
+def test_every_incomplete_date_folder_is_named(make_config):
+    path = make_config()
+    folders = sorted(p for p in (path.parent / "scene" / "s2").iterdir())
+    next(folders[1].glob("*_B11.tif")).unlink()
+    next(folders[4].glob("*_MASK.tif")).unlink()
+    _assert_clean_error(*_run("validate", path), 3, "2 date folder(s) lack files", f"{folders[1].name}: B11",
+                        f"{folders[4].name}: mask 'MASK'", "inputs.s2.mask_name")

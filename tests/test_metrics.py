@@ -50,3 +50,31 @@ def test_area_estimates_follow_the_stratified_estimator():
     perfect = area_estimates(np.diag([10, 20]), np.array([100, 300]), 1.0)
     np.testing.assert_allclose(perfect["adjusted"], [100, 300])
     np.testing.assert_allclose(perfect["ci"], 0)
+
+
+def test_a_class_without_reference_pixels_is_undefined_not_zero():
+    cm = confusion(np.array([1, 1, 2, 2]), np.array([1, 1, 2, 3]), [1, 2, 3])  # class 3: predicted, never in the reference
+    s = scores(cm)
+    assert np.isnan(s["recall"][2]) and np.isnan(s["f1"][2]) and s["precision"][2] == 0.0
+    assert np.isclose(s["macro_f1"], np.mean([1.0, 2 * 1 * 0.5 / 1.5]))  # the mean over classes 1 and 2 only
+    m, h = mean_ci([0.5, float("nan"), 0.7])
+    assert np.isclose(m, 0.6) and np.isfinite(h)
+
+
+def test_reports_write_strict_json_and_say_n_a(tmp_path):
+    import json
+
+    from chain.report import run_metrics, write_reports
+
+    labels = [1, 2, 3]
+    runs = [run_metrics(confusion(np.array([1, 1, 2, 2]), np.array([1, 1, 2, 3]), labels), labels)]
+    write_reports(tmp_path, runs, labels, {1: "a", 2: "b", 3: "c"}, "validation")
+
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    doc = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)  # as JSON.parse / jq read it
+    assert doc["summary"]["oa"]["ci95"] is None and doc["runs"][0]["per_class"]["3"]["f1"] is None
+    text = (tmp_path / "RESULTS.txt").read_text()
+    assert "Mean F1 (classes with validation pixels) = 0.833" in text
+    assert [line for line in text.splitlines() if line.startswith("3 c")][0].split()[-1] == "n/a"

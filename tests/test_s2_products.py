@@ -215,3 +215,20 @@ def test_chain_runs_on_sen2cor_products_of_two_tiles(tmp_path):
     assert res["two"][0].grid == res["one"][0].grid
     np.testing.assert_array_equal(res["two"][1].n_valid, res["one"][1].n_valid)
     np.testing.assert_allclose(res["two"][1].values, res["one"][1].values, rtol=0, atol=1e-6)
+
+
+def test_a_scene_cut_into_two_tiles_maps_like_the_uncut_scene_against_its_truth(tmp_path):
+    """The same scene as one Sen2Cor tile and as two overlapping ones, default (bilinear) resampling: the maps
+    agree with the truth equally (the merge of overlapping products costs no accuracy), and with each other."""
+    maps, agreement = {}, {}
+    for tiles in (1, 2):
+        scene = generate(tmp_path / f"s{tiles}", **{**TINY, "size_px": 96, "n_fields": 40}, layout="sen2cor", s2_tiles=tiles)
+        cfg = config.load(tiny_config(scene, tmp_path / f"run{tiles}", inputs={"s2": {"format": "sen2cor"}}))
+        run_pipeline(cfg)
+        with rasterio.open(cfg.workdir / "final" / "Classif_Seed_0.tif") as m, rasterio.open(scene / "truth.tif") as t:
+            maps[tiles], truth = m.read(1), t.read(1)
+        ok = maps[tiles] > 0
+        agreement[tiles] = float((maps[tiles] == truth)[ok].mean())
+    assert maps[1].shape == maps[2].shape
+    assert (maps[1] != maps[2]).mean() < 0.01
+    assert abs(agreement[1] - agreement[2]) < 0.01 and agreement[2] > 0.6

@@ -42,6 +42,7 @@ class DateFolders:
         except re.error as exc:
             raise ConfigError(f"inputs.s2.date_regex {cfg.date_regex!r} is not a valid regular expression: {exc}") from None
         acquisitions: dict[dt.date, Acquisition] = {}
+        incomplete: list[str] = []
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             m = pattern.search(folder.name)
             if not m:
@@ -64,11 +65,15 @@ class DateFolders:
             mask = find_file(folder, cfg.mask_name)
             if missing or mask is None:
                 what = missing + ([f"mask '{cfg.mask_name}'"] if mask is None else [])
-                raise InputMissingError(
-                    f"{folder}: missing {', '.join(what)}; expected one GeoTIFF per band named like '<prefix>_<BAND>.tif' "
-                    f"and a mask '<prefix>_{cfg.mask_name}.tif' (bands from inputs.s2.bands: {cfg.bands})"
-                )
+                incomplete.append(f"{folder.name}: {', '.join(what)}")
+                continue
             acquisitions[date] = Acquisition(date, bands, str(mask))
+        if incomplete:  # every incomplete date at once
+            raise InputMissingError(
+                f"inputs.s2.path {str(root)!r}: {len(incomplete)} date folder(s) lack files: {'; '.join(incomplete[:6])}"
+                f"{' ...' if len(incomplete) > 6 else ''}; expected one GeoTIFF per band named like '<prefix>_<BAND>.tif' "
+                f"and a mask '<prefix>_{cfg.mask_name}.tif' (bands from inputs.s2.bands: {cfg.bands}; mask: inputs.s2.mask_name)"
+            )
         if not acquisitions:
             raise InputMissingError(
                 f"inputs.s2.path: no date folder in {str(root)!r} (folder names must contain a date matching {cfg.date_regex!r}, "
