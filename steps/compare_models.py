@@ -12,8 +12,6 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
-
 from chain import models, products
 from chain.atomic import write_json
 from chain.evaluation import model_labels, predict_samples
