@@ -149,9 +149,9 @@ def compare(map_a: Path, map_b: Path, out_dir: Path | None, verbose: int) -> Non
     _setup(verbose, False)
 
     def go() -> None:
-        from chain.compare import compare_maps
+        from chain.compare import compare_maps, default_out_dir
 
-        out = out_dir or map_a.parent / f"change_{map_a.stem}_{map_b.stem}"
+        out = out_dir or default_out_dir(map_a, map_b)
         res: dict[str, Any] = compare_maps(map_a, map_b, out)
         click.echo(f"{res['changed']:,} of {res['pixels']:,} pixels changed ({100 * res['changed'] / max(res['pixels'], 1):.1f} %)")
         click.echo(f"change matrix, change.tif and change.html in {out}")
@@ -172,7 +172,7 @@ def list_steps() -> None:
 def _demo(cfg: Any) -> None:
     """Write the demo scene at the config's input paths when the config asks for it (``demo:``) and it is missing."""
     if cfg.demo is not None:
-        from chain.demo.scene import ensure
+        from chain.demo import ensure
 
         ensure(cfg.inputs.reference.path, **cfg.demo.model_dump())
 
@@ -180,7 +180,7 @@ def _demo(cfg: Any) -> None:
 def _print_summary(reports: list[Any], workdir: Path, dry_run: bool) -> None:
     click.echo("")
     for r in reports:
-        extra = f"{r.seconds:6.1f} s" if r.action == "ran" else ""
+        extra = (f"{r.seconds:6.1f} s" if r.seconds >= 0.1 else "  < 0.1 s") if r.action == "ran" else ""
         why = f"  ({r.reason})" if r.reason else ""
         click.echo(f"  {r.step:<15} {r.action:<11} {extra}{why}")
     if not dry_run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from chain.html_report import CSS, html_table, png_uri
 from chain.raster import open_raster, read_on_grid
 from chain.report import pyplot
 
+log = logging.getLogger(__name__)
 CHANGE_NODATA = 0
 
 
@@ -33,6 +35,27 @@ def class_names_of(map_path: Path) -> dict[int, str]:
     return {i: n for i, n in enumerate(cats) if n}
 
 
+def _overlap_share(grid: GridSpec, b: Any) -> float:
+    """The share of A's extent that B covers."""
+    from rasterio.warp import transform_bounds
+
+    bb = transform_bounds(b.crs, grid.crs, *b.bounds) if b.crs != grid.crs else tuple(b.bounds)
+    al, ab, ar, at = grid.bounds
+    w = max(0.0, min(ar, bb[2]) - max(al, bb[0]))
+    h = max(0.0, min(at, bb[3]) - max(ab, bb[1]))
+    return w * h / ((ar - al) * (at - ab))
+
+
+def default_out_dir(map_a: Path, map_b: Path) -> Path:
+    """``change_<A>_<B>`` beside A, named by what tells the maps apart (the year folders, when the files have one name)."""
+    a, b = map_a.resolve(), map_b.resolve()
+    if a.stem != b.stem:
+        return map_a.parent / f"change_{a.stem}_{b.stem}"
+    pa, pb = a.parts[::-1], b.parts[::-1]
+    differ = next(((x, y) for x, y in zip(pa[1:], pb[1:], strict=False) if x != y), (a.parent.name, b.parent.name))
+    return map_a.parent / f"change_{differ[0]}_{differ[1]}_{a.stem}"
+
+
 def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> dict[str, Any]:
     """Write change_matrix.csv, change.tif (from * 256 + to) and change.html into ``out_dir``."""
     with open_raster(map_a) as a:
@@ -43,6 +66,10 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> di
     with open_raster(map_b) as b:
         if b.crs is None:
             raise InputError(f"{map_b}: the map has no CRS")
+        overlap = _overlap_share(grid, b)
+    if overlap < 0.999:
+        log.warning("%s and %s cover different areas: %.1f %% of A is covered by B; the change matrix counts the common "
+                    "part only", map_a, map_b, 100 * overlap)
     counts = np.zeros((256, 256), dtype=np.int64)
     profile = {"driver": "GTiff", "dtype": "uint16", "count": 1, "width": grid.width, "height": grid.height,
                "crs": grid.crs, "transform": grid.affine, "nodata": CHANGE_NODATA, "compress": "deflate",

@@ -68,7 +68,7 @@ def prf_figure(summary: dict[str, Any], labels: list[int], ticks: list[str]) -> 
     ax.set_xticks(x, ticks, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score (mean ± 95 % CI over runs)")
-    ax.legend(ncols=3, loc="lower right")
+    ax.legend(ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)  # above the bars, never over them
     fig.tight_layout()
     return png_uri(fig)
 
@@ -81,17 +81,28 @@ def comparison_figure(models: list[dict[str, Any]]) -> str:
     for j, (key, label) in enumerate(metrics):
         y = np.arange(len(models)) + j * width
         mean = [m["summary"][key]["mean"] for m in models]
-        ci = [0 if m["summary"][key]["ci95"] is None or np.isnan(m["summary"][key]["ci95"]) else m["summary"][key]["ci95"] for m in models]
+        ci = np.nan_to_num([m["summary"][key]["ci95"] for m in models])
         ax.barh(y, mean, height=width, xerr=ci, label=label, capsize=2)
     ax.set_yticks(np.arange(len(models)) + width, [m["name"] for m in models])
     ax.invert_yaxis()
-    lo = min(m["summary"][k]["mean"] for m in models for k, _ in metrics)
+    lo = np.nanmin([m["summary"][k]["mean"] for m in models for k, _ in metrics])
     ax.set_xlim(max(0.0, lo - 0.1), 1.0)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     uri = png_uri(fig)
     plt.close(fig)
     return uri
+
+
+def nan_for_null(obj: Any) -> Any:
+    """The numbers strict JSON wrote as null (undefined: one run's CI, a class without validation pixels), as NaN again."""
+    if obj is None:
+        return float("nan")
+    if isinstance(obj, dict):
+        return {k: nan_for_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_for_null(v) for v in obj]
+    return obj
 
 
 def _fmt(agg: dict[str, Any]) -> str:
@@ -114,6 +125,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 
 def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], context: dict[str, Any]) -> Path:
     """Write final/report.html from metrics.json content, the maps and a run ``context`` dict."""
+    metrics, context = nan_for_null(metrics), nan_for_null(context)  # strict JSON writes undefined values as null
     labels: list[int] = metrics["labels"]
     names = {int(k): v for k, v in metrics["names"].items()}
     ticks = [f"{c} {names.get(c, '')}".strip() for c in labels]
@@ -125,7 +137,7 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
     parts.append("<h2>Run summary</h2>" + html_table(["item", "value"], [[k, v] for k, v in context.get("summary", {}).items()]))
     durations = context.get("durations", {})
     if durations:
-        parts.append(html_table(["step", "duration (s)"], [[k, f"{v:.1f}"] for k, v in durations.items()]))
+        parts.append(html_table(["step", "duration (s)"], [[k, v if isinstance(v, str) else f"{v:.1f}"] for k, v in durations.items()]))
 
     map0 = final / "Classif_Seed_0.tif"
     parts.append("<h2>Map (run 0)</h2>" + f"<img alt='map quick-look' src='{quicklook(map0, classes)}'>")

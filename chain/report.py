@@ -82,12 +82,15 @@ def confusion_fig(cm: np.ndarray, ticks: list[str], title: str):  # type: ignore
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
     fig, axes = plt.subplots(1, 2, figsize=(2 * (0.8 * len(ticks) + 2.5), 0.7 * len(ticks) + 2.5))
+    size = 9 if len(ticks) <= 8 else 8 if len(ticks) <= 14 else 7
     for ax, data, fmt, label in ((axes[0], cm, "d", "pixels"), (axes[1], norm, ".2f", "share of the reference row")):
-        ax.imshow(data, cmap="Blues")
+        image = ax.imshow(data, cmap="Blues")
         for i in range(len(ticks)):
             for j in range(len(ticks)):
-                ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.6 else "black")
+                # dark text on light cells, white on dark ones (by the cell's own colour, whatever the panel)
+                r, g, b, _ = image.cmap(image.norm(data[i, j]))
+                ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=size,
+                        color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
         ax.set_xticks(range(len(ticks)), ticks, rotation=45, ha="right")
         ax.set_yticks(range(len(ticks)), ticks)
         ax.set_xlabel("map")

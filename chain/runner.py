@@ -41,6 +41,10 @@ class Step:
     version: ClassVar[str] = "1"
     Params: ClassVar[type[StepParams]] = NoParams  # the config values that change this step's outputs
 
+    def enabled(self, ctx: Context) -> bool:
+        """False for an optional step switched off in the config (it records its signature and writes nothing)."""
+        return True
+
     def check(self, ctx: Context) -> None:  # noqa: B027 - an optional hook
         """Cheap checks of config and inputs, run for every step before the first one starts."""
 
@@ -210,7 +214,7 @@ def _clear_outputs(step: Step, ctx: Context) -> None:
 @dataclass
 class StepReport:
     step: str
-    action: str  # ran | skipped | would run | up to date
+    action: str  # ran | skipped | would run | up to date | off
     reason: str | None
     seconds: float = 0.0
 
@@ -304,11 +308,13 @@ def run_pipeline(
                         raise StateError(f"--from {from_step}: step {name!r} before it is not up to date ({d.reason}); run without --from first")
                     continue
                 if d.reason is None:
-                    reports.append(StepReport(name, "up to date" if dry_run else "skipped", None))
-                    log.info("%-14s up to date", name)
+                    off = not step.enabled(ctx)
+                    reports.append(StepReport(name, "off" if off else "up to date" if dry_run else "skipped", None))
+                    if not dry_run:  # chain plan prints its table, not the same lines twice
+                        log.info("%-14s %s", name, "off" if off else "up to date")
                     continue
                 if dry_run:
-                    reports.append(StepReport(name, "would run", d.reason))
+                    reports.append(StepReport(name, "would run" if step.enabled(ctx) else "off", d.reason))
                     continue
                 reports.append(_run_step(step, ctx, d))
         finally:
@@ -333,5 +339,8 @@ def _run_step(step: Step, ctx: Context, d: Decision) -> StepReport:
         raise StepError(f"step {step.name!r} finished without producing {missing[0]} (a bug: please report it)")
     elapsed = time.time() - started
     write_json(rec_path, {**d.payload, "signature": d.signature, "status": "done", "started": started, "seconds": elapsed})
+    if not step.enabled(ctx):
+        log.info("%-14s off (optional, not enabled in the config)", step.name)
+        return StepReport(step.name, "off", None)
     log.info("%-14s done in %.1f s", step.name, elapsed)
     return StepReport(step.name, "ran", d.reason, elapsed)

@@ -92,6 +92,9 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
                 "params": params, "config_hash": signature}
     data = RunData(train, validation, folder, cat, spec, tile_size)
     folder.mkdir(parents=True, exist_ok=True)
+    log.info("train: run %d: fitting %s on %d pixels of %d classes, %d features (no progress is reported until it ends "
+             "for a Random Forest)" if kind.kind == "pixel" else "train: run %d: fitting %s on %d pixels of %d classes, %d features",
+             run, model.type, len(train.code), len(codes), len(spec.names))
     report = kind.fit(model, data, run_seed, manifest)
     log.info("train: run %d: %s on %s (%s) in %.1f s", run, model.type, report.detail,
              ", ".join(f"{c}: {n}" for c, n in zip(codes, counts, strict=True)), report.seconds)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from chain import models, products
-from chain.classify import classify_tile, proba_path, tile_paths, validity_path
 from chain.params import From, StepParams
 from chain.runner import Context, Step
 
@@ -28,6 +27,7 @@ class Classify(Step):
         return [ctx.paths.classified_tiles(r) for r in products.runs(ctx)]
 
     def run(self, ctx: Context) -> None:
+        from chain.classify import classify_tile, proba_path, tile_paths, validity_path
         from chain.cluster import map_tiles
 
         cat, spec = products.catalog(ctx), products.spec(ctx)

@@ -14,14 +14,8 @@ from typing import Annotated, Any
 
 from chain import models, products
 from chain.atomic import write_json
-from chain.evaluation import model_labels, predict_samples
-from chain.metrics import confusion, mean_ci
 from chain.params import RESOURCE_KEYS, From, StepParams
-from chain.report import run_metrics
 from chain.runner import Context, Step
-from chain.sampling import select_run
-from chain.split import evaluation_set
-from chain.training import check_model, train_in_workdir
 
 log = logging.getLogger(f"chain.{__name__}")
 
@@ -38,7 +32,12 @@ class CompareModels(Step):
     version = "2"
     Params = CompareParams
 
+    def enabled(self, ctx: Context) -> bool:
+        return bool(ctx.cfg.compare_models)
+
     def check(self, ctx: Context) -> None:
+        from chain.training import check_model
+
         for m in ctx.cfg.compare_models:
             check_model(ctx, m)
 
@@ -46,6 +45,13 @@ class CompareModels(Step):
         return [ctx.paths.comparison]
 
     def run(self, ctx: Context) -> None:
+        from chain.evaluation import model_labels, predict_samples
+        from chain.metrics import confusion, mean_ci
+        from chain.report import run_metrics
+        from chain.sampling import select_run
+        from chain.split import evaluation_set
+        from chain.training import train_in_workdir
+
         if not ctx.cfg.compare_models:
             write_json(ctx.paths.comparison, {"part": None, "models": []})
             return

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from chain import products
 from chain.atomic import write_json
-from chain.features import cube_tile, feature_spec
 from chain.params import From, StepParams
 from chain.runner import Context, Step
 
@@ -25,12 +24,16 @@ class Features(Step):
     Params = FeaturesParams
 
     def check(self, ctx: Context) -> None:
+        from chain.features import feature_spec
+
         feature_spec(ctx.cfg, products.preflight(ctx)[0])
 
     def outputs(self, ctx: Context) -> list[Path]:
         return [ctx.paths.features] + ([ctx.paths.cube] if ctx.cfg.features.write_cube else [])
 
     def run(self, ctx: Context) -> None:
+        from chain.features import cube_tile, feature_spec
+
         cat = products.catalog(ctx)
         spec = feature_spec(ctx.cfg, cat, products.date_grids(ctx))
         if ctx.cfg.features.write_cube:

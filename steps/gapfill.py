@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from chain import products
 from chain.atomic import write_json
-from chain.features import date_grids
 from chain.params import From, StepParams
 from chain.runner import Context, Step
 
@@ -27,12 +26,16 @@ class Gapfill(Step):
     Params = GapfillParams
 
     def check(self, ctx: Context) -> None:
+        from chain.features import date_grids
+
         date_grids(ctx.cfg, products.preflight(ctx)[0])
 
     def outputs(self, ctx: Context) -> list[Path]:
         return [ctx.paths.dates]
 
     def run(self, ctx: Context) -> None:
+        from chain.features import date_grids
+
         grids = date_grids(ctx.cfg, products.catalog(ctx))
         write_json(ctx.paths.dates, {s: {label: {"output": [d.isoformat() for d in dates]} for label, dates in g.items()}
                                      for s, g in grids.items()})

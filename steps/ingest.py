@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from chain import products, vector
+from chain import products
 from chain.atomic import atomic_path, write_json
 from chain.params import From, StepParams
 from chain.runner import Context, Step
@@ -34,6 +34,8 @@ class Ingest(Step):
         return [p.catalog, p.reference, p.classes]
 
     def run(self, ctx: Context) -> None:
+        from chain import vector
+
         cat, polys = products.preflight(ctx)
         p = ctx.paths
         write_json(p.catalog, cat.to_dict())

@@ -7,12 +7,9 @@ from typing import Annotated, Any
 
 from chain import models, products
 from chain.atomic import write_text
-from chain.classify import CLASS_NODATA, CONF_NODATA, fuse_tile, proba_path, tile_paths, validity_path
-from chain.mosaic import assemble
 from chain.params import From, StepParams
 from chain.paths import style
 from chain.runner import Context, Step
-from chain.styles import nomenclature_csv, write_class_map_companions
 
 
 class MosaicParams(StepParams):
@@ -28,7 +25,7 @@ def fusing(ctx: Context) -> bool:
 class Mosaic(Step):
     name = "mosaic"
     requires = ("classify",)
-    version = "4"
+    version = "5"
     Params = MosaicParams
 
     def outputs(self, ctx: Context) -> list[Path]:
@@ -41,6 +38,10 @@ class Mosaic(Step):
         return maps + [p.validity_map, p.nomenclature]
 
     def run(self, ctx: Context) -> None:
+        from chain.classify import CLASS_NODATA, CONF_NODATA, proba_path, tile_paths, validity_path
+        from chain.mosaic import assemble
+        from chain.styles import nomenclature_csv, write_class_map_companions
+
         cat, tiles, m, p = products.catalog(ctx), products.tiles(ctx), ctx.cfg.mosaic, ctx.paths
         classes = products.classes(ctx)
         cmap = products.colormap(ctx)
@@ -62,11 +63,15 @@ class Mosaic(Step):
             self._fuse(ctx, cmap, classes)
         write_text(p.nomenclature, nomenclature_csv(classes))
         vdir = p.classified_tiles(0)
+        # 0 = never observed by that sensor: nodata, transparent in GIS
         assemble(p.validity_map, cat.grid, tiles, {t.id: validity_path(vdir, t) for t in tiles},
-                 "uint16", None, cog=m.cog, compress=m.compress, overview_resampling="average")
+                 "uint16", 0, cog=m.cog, compress=m.compress, overview_resampling="average")
 
     def _fuse(self, ctx: Context, cmap: dict[int, tuple[int, int, int, int]], classes: dict[int, dict[str, Any]]) -> None:
+        from chain.classify import CLASS_NODATA, CONF_NODATA, fuse_tile
         from chain.cluster import map_tiles
+        from chain.mosaic import assemble
+        from chain.styles import write_class_map_companions
 
         cat, tiles, m, p = products.catalog(ctx), products.tiles(ctx), ctx.cfg.mosaic, ctx.paths
         out = p.fusion_tiles

@@ -7,14 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from chain import products
-from chain.classify import CLASS_NODATA
-from chain.grid import make_tiles
-from chain.mosaic import assemble
 from chain.params import From, StepParams
 from chain.paths import style
-from chain.regularize import halo_for, mmu_pixels, regularize_tile
 from chain.runner import Context, Step
-from chain.styles import write_class_map_companions
 
 
 class RegularizeParams(StepParams):
@@ -33,6 +28,9 @@ class Regularize(Step):
     version = "2"
     Params = RegularizeParams
 
+    def enabled(self, ctx: Context) -> bool:
+        return bool(ctx.cfg.regularize.enabled)
+
     def outputs(self, ctx: Context) -> list[Path]:
         if not ctx.cfg.regularize.enabled:
             return []
@@ -42,7 +40,12 @@ class Regularize(Step):
     def run(self, ctx: Context) -> None:
         if not ctx.cfg.regularize.enabled:
             return
+        from chain.classify import CLASS_NODATA
         from chain.cluster import map_tiles
+        from chain.grid import make_tiles
+        from chain.mosaic import assemble
+        from chain.regularize import halo_for, mmu_pixels, regularize_tile
+        from chain.styles import write_class_map_companions
 
         cfg, cat, p = ctx.cfg.regularize, products.catalog(ctx), ctx.paths
         mmu = mmu_pixels(cfg.mmu_px, cfg.mmu_m2, cat.grid.res[0] * cat.grid.res[1])

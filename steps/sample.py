@@ -6,13 +6,10 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
-
 from chain import products
 from chain.atomic import write_json
 from chain.params import From, StepParams
 from chain.runner import Context, Step
-from chain.sampling import Samples, polygons_in_tile, sample_tile, save_samples
 
 log = logging.getLogger(f"chain.{__name__}")
 
@@ -33,7 +30,10 @@ class Sample(Step):
         return [ctx.paths.samples, ctx.paths.sample_summary]
 
     def run(self, ctx: Context) -> None:
+        import numpy as np
+
         from chain.cluster import map_tiles
+        from chain.sampling import Samples, polygons_in_tile, sample_tile, save_samples
 
         cat, spec, polys = products.catalog(ctx), products.spec(ctx), products.reference(ctx)
         tiles = [t for t in products.tiles(ctx) if not polygons_in_tile(polys, cat.grid, t).empty]

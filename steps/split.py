@@ -9,7 +9,6 @@ from chain import products
 from chain.atomic import atomic_path
 from chain.params import From, StepParams
 from chain.runner import Context, Step
-from chain.split import make_splits, small_classes
 
 
 class SplitParams(StepParams):
@@ -23,6 +22,8 @@ class Split(Step):
     Params = SplitParams
 
     def check(self, ctx: Context) -> None:
+        from chain.split import make_splits, small_classes
+
         # fail before any heavy work when a class cannot be split
         s = ctx.cfg.split
         if s.small_class == "error":
@@ -34,6 +35,8 @@ class Split(Step):
         return [ctx.paths.split]
 
     def run(self, ctx: Context) -> None:
+        from chain.split import make_splits
+
         s = ctx.cfg.split
         table = make_splits(products.reference(ctx), s.scheme, s.runs, ctx.cfg.seed, s.min_polygons_per_class, s.small_class)
         with atomic_path(ctx.paths.split) as tmp:

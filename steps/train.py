@@ -9,7 +9,6 @@ from chain import products
 from chain.models import model_type
 from chain.params import RESOURCE_KEYS, From, StepParams
 from chain.runner import Context, Step
-from chain.training import check_model, train_in_workdir
 
 
 class TrainParams(StepParams):
@@ -25,6 +24,8 @@ class Train(Step):
     Params = TrainParams
 
     def check(self, ctx: Context) -> None:
+        from chain.training import check_model
+
         check_model(ctx, ctx.cfg.model)
 
     def outputs(self, ctx: Context) -> list[Path]:
@@ -32,5 +33,7 @@ class Train(Step):
         return [ctx.paths.model(r) / f for r in products.runs(ctx) for f in files]
 
     def run(self, ctx: Context) -> None:
+        from chain.training import train_in_workdir
+
         for run in products.runs(ctx):
             train_in_workdir(ctx, ctx.cfg.model, ctx.cfg.section("model"), run, ctx.paths.model(run), ctx.signatures[self.name])

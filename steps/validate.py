@@ -7,14 +7,10 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-from chain import html_report, products
+from chain import products
 from chain.atomic import write_text
-from chain.evaluation import confusion_of_maps
 from chain.params import From, StepParams
-from chain.report import comparison_text, run_metrics, write_reports
-from chain.run_summary import read_comparison, report_context
 from chain.runner import Context, Step
-from chain.split import evaluation_set
 
 log = logging.getLogger(f"chain.{__name__}")
 
@@ -36,6 +32,12 @@ class Validate(Step):
         return [p.results, p.metrics, p.report] + [p.confusion_png(r) for r in products.runs(ctx)]
 
     def run(self, ctx: Context) -> None:
+        from chain import html_report
+        from chain.evaluation import confusion_of_maps
+        from chain.report import comparison_text, run_metrics, write_reports
+        from chain.run_summary import read_comparison, report_context
+        from chain.split import evaluation_set
+
         cat, polys, split, p = products.catalog(ctx), products.reference(ctx), products.splits(ctx), ctx.paths
         part = evaluation_set(ctx.cfg.split.scheme)
         labels = sorted(set(split["code"].astype(int)))

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from chain import products
-from chain.classify import CLASS_NODATA
 from chain.params import From, StepParams
 from chain.runner import Context, Step
-from chain.vectorize import merge_tiles, tile_polygons
 
 
 class VectorizeParams(StepParams):
@@ -33,6 +31,9 @@ class Vectorize(Step):
     version = "2"
     Params = VectorizeParams
 
+    def enabled(self, ctx: Context) -> bool:
+        return bool(ctx.cfg.vectorize.enabled)
+
     def outputs(self, ctx: Context) -> list[Path]:
         if not ctx.cfg.vectorize.enabled:
             return []
@@ -41,7 +42,9 @@ class Vectorize(Step):
     def run(self, ctx: Context) -> None:
         if not ctx.cfg.vectorize.enabled:
             return
+        from chain.classify import CLASS_NODATA
         from chain.cluster import map_tiles
+        from chain.vectorize import merge_tiles, tile_polygons
 
         cat, tiles = products.catalog(ctx), products.tiles(ctx)
         names = {c: v["name"] for c, v in products.classes(ctx).items()}

@@ -175,3 +175,10 @@ def test_every_incomplete_date_folder_is_named(make_config):
     next(folders[4].glob("*_MASK.tif")).unlink()
     _assert_clean_error(*_run("validate", path), 3, "2 date folder(s) lack files", f"{folders[1].name}: B11",
                         f"{folders[4].name}: mask 'MASK'", "inputs.s2.mask_name")
+
+
+def test_plan_prints_its_table_once(make_config):
+    path = make_config()
+    code, out = _run("plan", path)
+    assert code == 0, out
+    assert out.count("ingest") == 1 and "would run" in out and "compare_models  off" in out

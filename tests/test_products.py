@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 
@@ -166,3 +167,45 @@ def test_compare_two_runs(products, tmp_path):
     change = _read(tmp_path / "cmp" / "change.tif")
     np.testing.assert_array_equal(change[ok], a[ok].astype(int) * 256 + b[ok])
     assert "changed" in (tmp_path / "cmp" / "change.html").read_text()
+
+
+def test_compare_names_its_folder_by_what_differs_and_warns_on_other_extents(products, tmp_path, caplog):
+    import shutil
+
+    _, final = products
+    for year in ("2021", "2022"):
+        (tmp_path / year / "final").mkdir(parents=True)
+        shutil.copy(final / "Classif_Seed_0.tif", tmp_path / year / "final" / "Classif_Seed_0.tif")
+    a, b = tmp_path / "2021" / "final" / "Classif_Seed_0.tif", tmp_path / "2022" / "final" / "Classif_Seed_0.tif"
+    result = CliRunner().invoke(main, ["compare", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    assert (a.parent / "change_2021_2022_Classif_Seed_0" / "change_matrix.csv").exists()
+    with rasterio.open(final / "Classif_Seed_0.tif") as src:  # B: the east half of the map only
+        profile, half = src.profile, src.read(1)[:, src.width // 2:]
+        profile.update(width=half.shape[1], transform=src.transform * src.transform.translation(src.width // 2, 0))
+    with rasterio.open(b, "w", **profile) as dst:
+        dst.write(half, 1)
+    with caplog.at_level("WARNING"):
+        assert CliRunner().invoke(main, ["compare", str(a), str(b), "--out", str(tmp_path / "x")]).exit_code == 0
+    assert "cover different areas: 50.0 % of A is covered by B" in caplog.text
+
+
+def test_validity_map_has_a_nodata_tag_and_report_durations_read_well(products):
+    _, final = products
+    with rasterio.open(final / "PixelsValidity.tif") as src:
+        assert src.nodata == 0 and src.descriptions == ("S2 clear dates",)
+    html = (final / "report.html").read_text()
+    assert "this step (writing this report)" in html and "all steps so far" in html
+    assert "minimum mapping unit 6 px (600 m²), majority filter radius 1 px" in html
+
+
+def test_progress_is_logged_with_rate_and_eta_off_a_terminal(caplog):
+    from chain.log import Progress
+
+    with caplog.at_level("INFO"), Progress(8, "classify: run 0") as bar:
+        for _ in range(8):
+            bar.update()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "classify: run 0: 0/8 tiles, started"
+    assert any(re.search(r"2/8 tiles \(25 %\), [\d.,]+/s, ETA \d+:\d\d", m) for m in lines)
+    assert re.search(r"8/8 tiles \(100 %\), .*done in \d+:\d\d", lines[-1])

@@ -8,12 +8,37 @@ itself imports nothing heavy: ``from chain.demo import generate`` loads the writ
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("generate", "ensure"):
+    if name == "generate":
         from chain.demo import scene
 
-        return getattr(scene, name)
+        return scene.generate
     raise AttributeError(f"module 'chain.demo' has no attribute {name!r}")
+
+
+def ensure(reference_path: Path, **options: Any) -> bool:
+    """Generate the demo scene beside ``reference_path`` (``<folder>/reference.gpkg``, with ``<folder>/s2``
+    and the other products' folders) when it is missing; True when it was generated. ``options``: as
+    ``scene.generate`` takes them (the ``demo:`` section). Checking costs no import of the writers."""
+    out = reference_path.parent
+    if reference_path.name != "reference.gpkg":
+        from chain.errors import ConfigError
+
+        raise ConfigError("demo: inputs.reference.path must be '<folder>/reference.gpkg', with the image inputs in "
+                          "'<folder>/s2', '<folder>/s1', '<folder>/spot' and '<folder>/landsat', for the demo generator")
+    o = options
+    wanted = [out / "s2"] + [out / n for n in ("s1", "landsat") if o.get(n)] + ([out / "spot"] if o.get("spot", "none") != "none" else [])
+    if reference_path.exists() and all(p.is_dir() and any(p.iterdir()) for p in wanted):
+        return False
+    from chain.demo.scene import generate
+
+    log.info("generating the demo scene (%d px, %d dates) in %s", o.get("size_px", 500), o.get("n_dates", 24), out)
+    generate(out, **options)
+    return True

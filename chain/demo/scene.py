@@ -259,22 +259,3 @@ def observe(scene: Scene, rng: np.random.Generator, doy: int) -> tuple[np.ndarra
         mask[ndimage.binary_dilation(shadow > 0.1, iterations=1)] = 2
         mask[ndimage.binary_dilation(alpha > 0.05, iterations=2)] = 1
     return refl, mask
-
-
-def ensure(reference_path: Path, **options: Any) -> bool:
-    """Generate the demo scene beside ``reference_path`` (``<folder>/reference.gpkg``, with ``<folder>/s2``
-    and the other products' folders) when it is missing; True when it was generated. ``options``: as ``generate``
-    takes them (the ``demo:`` section)."""
-    out = reference_path.parent
-    if reference_path.name != "reference.gpkg":
-        from chain.errors import ConfigError
-
-        raise ConfigError("demo: inputs.reference.path must be '<folder>/reference.gpkg', with the image inputs in "
-                          "'<folder>/s2' and '<folder>/s1', for the demo generator")
-    o = options
-    wanted = [out / "s2"] + [out / name for name in ("s1", "landsat") if o.get(name)] + ([out / "spot"] if o.get("spot", "none") != "none" else [])
-    if reference_path.exists() and all(p.is_dir() and any(p.iterdir()) for p in wanted):
-        return False
-    log.info("generating the demo scene (%d px, %d dates) in %s", o.get("size_px", 500), o.get("n_dates", 24), out)
-    generate(out, **options)
-    return True
