@@ -31,7 +31,8 @@ def done_run(tiny_scene, tmp_path_factory):
 
 def test_outputs_open_with_colour_table_and_good_accuracy(done_run):
     cfg, reports = done_run
-    assert all(r.action == "ran" for r in reports)
+    assert {r.step for r in reports if r.action == "off"} == {"compare_models", "vectorize"}  # not enabled here
+    assert all(r.action in ("ran", "off") for r in reports)
     final = cfg.workdir / "final"
     with rasterio.open(final / "Classif_Seed_0.tif") as src:
         assert src.dtypes[0] == "uint8" and src.nodata == 0
@@ -59,7 +60,7 @@ def test_outputs_open_with_colour_table_and_good_accuracy(done_run):
 
 def test_second_run_skips_everything(done_run):
     cfg, _ = done_run
-    assert set(_actions(run_pipeline(cfg)).values()) == {"skipped"}
+    assert set(_actions(run_pipeline(cfg)).values()) == {"skipped", "off"}
 
 
 def test_changed_parameter_reruns_affected_steps_only(make_config):
@@ -67,13 +68,13 @@ def test_changed_parameter_reruns_affected_steps_only(make_config):
     run_pipeline(config.load(path))
     reports = run_pipeline(config.load(path, ["model.n_estimators=10"]))
     acts = _actions(reports)
-    assert [s for s, a in acts.items() if a == "ran"] == ["train", "compare_models", "classify", "mosaic", "regularize", "vectorize",
-                                                          "validate"]
+    assert [s for s, a in acts.items() if a == "ran"] == ["train", "classify", "mosaic", "regularize", "validate"]
+    assert [s for s, a in acts.items() if a == "off"] == ["compare_models", "vectorize"]  # signature recorded, nothing to do
     reason = next(r.reason for r in reports if r.step == "train")
     assert "model.n_estimators: 20 -> 10" in reason
     # changing the cluster does not change results: nothing re-runs
     reports = run_pipeline(config.load(path, ["model.n_estimators=10", "cluster.threads_per_worker=1"]))
-    assert set(_actions(reports).values()) == {"skipped"}
+    assert set(_actions(reports).values()) == {"skipped", "off"}
     # a replaced input file re-runs from ingest
     cfg = config.load(path, ["model.n_estimators=10"])
     mask = sorted(cfg.inputs.s2.path.glob("*/*_MASK.tif"))[0]
