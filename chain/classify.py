@@ -17,18 +17,19 @@ CLASS_NODATA = 0
 CONF_NODATA = 255
 _CHUNK = 65536  # pixels per predict call: bounds the (pixels x classes) probability array
 
-_models: dict[tuple[str, int, str, int], Any] = {}
+_models: dict[tuple[Any, ...], Any] = {}
 
 
-def cached_model(folder: Path, engine: str = "compiled", threads: int = 1) -> Any:
-    """The trained model of ``folder`` as a ``Predictor``, loaded once per worker process (per model version)."""
+def cached_model(folder: Path, engine: str = "compiled", threads: int = 1, spec: Any = None, cat: Any = None) -> Any:
+    """The trained model of ``folder`` as a ``Predictor`` for the features ``spec``, loaded once per worker process
+    (per model version)."""
     from chain import models
 
-    key = (str(folder), (folder / "manifest.json").stat().st_mtime_ns, engine, threads)
+    key = (str(folder), (folder / "manifest.json").stat().st_mtime_ns, engine, threads, tuple(spec.names) if spec else ())
     if key not in _models:
         _models.clear()
         # dask runs one tile per thread: a compiled forest walks each tile serially (threads=1)
-        _models[key] = models.load(folder, engine, threads)
+        _models[key] = models.load(folder, engine, threads, spec=spec, cat=cat)
     return _models[key]
 
 
@@ -73,7 +74,7 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
     The validity counts come with the features at no extra read, so PixelsValidity is written here
     (for one run) rather than by a separate pass over every band.
     """
-    model = cached_model(model_dir, engine, threads)
+    model = cached_model(model_dir, engine, threads, spec, cat)
     valid, probs, per_sensor = model.predict_window(cat, spec, tile.window)
     h, w = valid.shape
     labels = np.full((h, w), CLASS_NODATA, dtype=np.uint8)

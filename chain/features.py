@@ -102,6 +102,12 @@ def series_index(cat: Catalog, spec: FeatureSpec, source: str, why: str = "this 
     return source_class(source).series_index(groups)
 
 
+def series_dates(spec: FeatureSpec, source: str, steps: int) -> tuple[str, ...]:
+    """The ISO dates of ``source``'s series as ``series_index`` lays it out (its first group's, cut to ``steps``)."""
+    groups = [g for _, g in spec.of_source(source) if g.is_series]
+    return tuple(d.isoformat() for d in groups[0].dates[:steps]) if groups else ()
+
+
 def cube_tile(tile: Any, cat: Catalog, spec: FeatureSpec, out_dir: Any) -> str:
     """The features of one tile as a float32 GeoTIFF with named bands (``features.write_cube``)."""
     from chain.raster import write_tile

@@ -31,10 +31,10 @@ class Classify(Step):
         from chain.cluster import map_tiles
 
         cat, spec = products.catalog(ctx), products.spec(ctx)
-        inputs = [i.to_dict() for i in models.model_type(ctx.cfg.model.type).inputs(ctx.cfg.model, spec, cat)]
+        kind = models.model_type(ctx.cfg.model.type)
         for run in products.runs(ctx):
             folder = ctx.paths.model(run)
-            models.check(folder, spec.names, inputs)  # fails early and clearly on a mismatching model
+            kind.compatible(folder, ctx.cfg.model, spec, cat)  # fails early and clearly on a mismatching model
             out = ctx.paths.classified_tiles(run)
             out.mkdir(parents=True, exist_ok=True)
             proba = ctx.cfg.classify.probabilities

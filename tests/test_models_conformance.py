@@ -31,6 +31,9 @@ CASES = {
     "multiresolcc": ({"type": "multiresolcc", "pan_patch": 28, "pan_channels": [4, 8, 8], "ms_channels": [4, 8, 8], **TORCH}, ("spot",)),
     "m3fusion": ({"type": "m3fusion", "rnn_units": 8, "vhr_patch": 13, "cnn_channels": [4, 8], **TORCH}, ("s2", "spot")),
     "twinns": ({"type": "twinns", "patch": 3, "rnn_units": 4, "cnn_channels": [4, 8], **TORCH}, ("s2", "s1")),
+    "tempcnn": ({"type": "tempcnn", "filters": 8, "dense": 16, **TORCH}, ("s2",)),
+    "ltae": ({"type": "ltae", "embedding": 8, "d_model": 16, "n_head": 2, "d_k": 4, "mlp": [16, 8], "decoder": [8], "series": ["s2", "s1"],
+              **TORCH}, ("s2", "s1")),
 }
 INPUTS = {"s2": {"path": "s2"}, "s1": {"path": "s1"}, "spot": {"path": "spot"}}
 

@@ -34,6 +34,7 @@ class PatchInput:
     index: tuple[int, ...] = ()  # grid: feature indices, time-major when steps > 1 (t0d0, t0d1, ..., t1d0, ...)
     steps: int = 1  # grid series: number of dates (channels per date = len(index) / steps)
     source: str = ""  # native kinds: the source whose image it is (e.g. "spot")
+    dates: tuple[str, ...] = ()  # grid series: the ISO date of each step (temporal models read their days)
 
     def channels(self, cat: Catalog) -> int:
         if self.kind == "grid":
@@ -42,12 +43,15 @@ class PatchInput:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["index"] = list(self.index)
+        d["index"], d["dates"] = list(self.index), list(self.dates)
+        if not self.dates:
+            d.pop("dates")  # the patch models' manifests stay as they were
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PatchInput:
-        return cls(d["name"], d["kind"], int(d["size"]), tuple(d["index"]), int(d["steps"]), d.get("source", ""))
+        return cls(d["name"], d["kind"], int(d["size"]), tuple(d["index"]), int(d["steps"]), d.get("source", ""),
+                   tuple(d.get("dates", ())))
 
 
 def native_source(cat: Catalog, inp: PatchInput) -> Any:

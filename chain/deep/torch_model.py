@@ -38,6 +38,10 @@ class TorchModel(ModelType):
         trainer.resolve_device(cfg.device)
 
     def fit(self, cfg: Any, data: TrainingData, seed: int, manifest: dict[str, Any]) -> FitReport:
+        return self._fit(cfg, data, seed, manifest)
+
+    def _fit(self, cfg: Any, data: TrainingData, seed: int, manifest: dict[str, Any], period: dict[str, int] | None = None) -> FitReport:
+        """Patches, the trainer (``period``: inputs normalised per band over their dates), the artifact."""
         import time
 
         from chain.deep import trainer
@@ -51,7 +55,8 @@ class TorchModel(ModelType):
         checkpoint = data.folder / "checkpoint.pt"
         t0 = time.time()
         net, norm, history = trainer.train(cfg, lambda n, shapes: self.network(cfg, n, shapes), inputs, channels,
-                                           manifest["classes"], xtr, data.train.code, xval, yval, seed, checkpoint=checkpoint)
+                                           manifest["classes"], xtr, data.train.code, xval, yval, seed, checkpoint=checkpoint,
+                                           period=period)
         seconds = time.time() - t0
         trainer.save(data.folder, net, norm, history, {**manifest, "shapes": trainer.shapes_of(inputs, channels),
                                                        "device": str(trainer.resolve_device(cfg.device))})
@@ -59,7 +64,8 @@ class TorchModel(ModelType):
         return FitReport(seconds, f"{len(data.train.code)} patches, {len(history)} epochs "
                                   f"({np.mean([h['samples_per_s'] for h in history]):.0f} samples/s)")
 
-    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1) -> Predictor:
+    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1,
+             spec: Any = None, cat: Any = None) -> Predictor:
         import torch
 
         from chain.deep import trainer
@@ -83,4 +89,6 @@ class TorchModel(ModelType):
                 return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
         inputs = [PatchInput.from_dict(d) for d in manifest["inputs"]]
-        return PatchPredictor(inputs, manifest["classes"], int(manifest["params"].get("inference_batch", 2048)), proba)
+        predictor = PatchPredictor(inputs, manifest["classes"], int(manifest["params"].get("inference_batch", 2048)), proba)
+        predictor.network = net  # type: ignore[attr-defined]
+        return predictor

@@ -12,7 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,30 +41,51 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Normaliser:
-    """Per-input, per-channel mean and std (from the training patches); NaN (missing feature) -> 0 after."""
+    """Per-input, per-channel mean and std (from the training patches); NaN (missing feature) -> 0 after.
+
+    With ``period`` (input name -> channels per date), a series is normalised per band, the same over
+    all its dates: what temporal models need to take a series on another date grid than the training one.
+    """
 
     mean: dict[str, list[float]]
     std: dict[str, list[float]]
+    period: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, patches: dict[str, np.ndarray]) -> Normaliser:
-        mean, std = {}, {}
+    def fit(cls, patches: dict[str, np.ndarray], period: dict[str, int] | None = None) -> Normaliser:
+        mean, std, period = {}, {}, period or {}
         for name, x in patches.items():
             x = x.astype(np.float64)
+            if name in period:  # (n, T x D, s, s) -> per band over samples, dates and pixels
+                x = x.reshape(x.shape[0], -1, period[name], *x.shape[2:]).swapaxes(1, 2).reshape(x.shape[0], period[name], -1, 1)
             m = np.nanmean(x, axis=(0, 2, 3))
             s = np.nanstd(x, axis=(0, 2, 3))
             mean[name] = np.nan_to_num(m).tolist()
             std[name] = np.where(np.isfinite(s) & (s > 1e-12), s, 1.0).tolist()
-        return cls(mean, std)
+        return cls(mean, std, dict(period))
 
     def apply(self, name: str, x: np.ndarray) -> np.ndarray:
-        m = np.asarray(self.mean[name], np.float32)[None, :, None, None]
-        s = np.asarray(self.std[name], np.float32)[None, :, None, None]
-        return np.nan_to_num((x.astype(np.float32) - m) / s, nan=0.0, posinf=0.0, neginf=0.0)
+        m = np.asarray(self.mean[name], np.float32)
+        s = np.asarray(self.std[name], np.float32)
+        if name in self.period:  # tiled over however many dates the series has
+            reps = x.shape[1] // len(m)
+            m, s = np.tile(m, reps), np.tile(s, reps)
+        return np.nan_to_num((x.astype(np.float32) - m[None, :, None, None]) / s[None, :, None, None], nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def shapes_of(inputs: list[PatchInput], channels: dict[str, int]) -> dict[str, dict[str, int]]:
-    return {i.name: {"channels": channels[i.name], "size": i.size, "steps": i.steps} for i in inputs}
+def days(dates: tuple[str, ...] | list[str]) -> list[int]:
+    """Day offsets of ISO dates from 1 January of the first one's year: the same for the same season of another year."""
+    import datetime as dt
+
+    if not dates:
+        return []
+    origin = dt.date(dt.date.fromisoformat(dates[0]).year, 1, 1)
+    return [(dt.date.fromisoformat(d) - origin).days for d in dates]
+
+
+def shapes_of(inputs: list[PatchInput], channels: dict[str, int]) -> dict[str, dict[str, Any]]:
+    return {i.name: {"channels": channels[i.name], "size": i.size, "steps": i.steps, **({"days": days(i.dates)} if i.dates else {})}
+            for i in inputs}
 
 
 def _augment(batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -110,7 +131,7 @@ def evaluate(net: nn.Module, data: dict[str, torch.Tensor], y: torch.Tensor, cri
 
 def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
           train_patches: dict[str, np.ndarray], y_train: np.ndarray, val_patches: dict[str, np.ndarray] | None,
-          y_val: np.ndarray | None, seed: int, checkpoint: Path | None = None
+          y_val: np.ndarray | None, seed: int, checkpoint: Path | None = None, period: dict[str, int] | None = None
           ) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
     """Fit the network of ``model_cfg``; returns (best network on CPU, normaliser, history per epoch).
 
@@ -123,7 +144,7 @@ def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: 
     gen = torch.Generator().manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    norm = Normaliser.fit(train_patches)
+    norm = Normaliser.fit(train_patches, period)
     index = {c: i for i, c in enumerate(classes)}
     ytr = torch.as_tensor(np.vectorize(index.get)(y_train), dtype=torch.long)
     xtr = _to_tensors(train_patches, norm)
@@ -164,7 +185,8 @@ def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: 
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         log.info("train: resuming after epoch %d of %d (checkpoint %s)", start, model_cfg.epochs, checkpoint)
-    with Progress(model_cfg.epochs, f"train: {model_cfg.type}", log, unit="epoch") as bar:
+    # a bar on a terminal; the log gets one line per epoch below, with its losses
+    with Progress(model_cfg.epochs, f"train: {model_cfg.type}", log, unit="epoch", log_lines=False) as bar:
         bar.update(start)
         for epoch in range(start, model_cfg.epochs if not stopped else start):
             net.train()
@@ -239,7 +261,7 @@ def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str,
         torch.save(net.state_dict(), tmp)
     write_json(folder / "history.json", history)
     plot_curves(history, folder / "curves.png")
-    save_manifest(folder, {**manifest, "normalisation": {"mean": norm.mean, "std": norm.std}})
+    save_manifest(folder, {**manifest, "normalisation": {"mean": norm.mean, "std": norm.std, "period": norm.period}})
 
 
 def load(folder: Path, manifest: dict[str, Any], network: Network) -> tuple[nn.Module, Normaliser]:
@@ -250,7 +272,7 @@ def load(folder: Path, manifest: dict[str, Any], network: Network) -> tuple[nn.M
         raise StepError(f"model weights in {str(folder)!r} do not match the manifest ({exc}); re-run training") from None
     net.eval()
     norm = manifest["normalisation"]
-    return net, Normaliser(norm["mean"], norm["std"])
+    return net, Normaliser(norm["mean"], norm["std"], norm.get("period", {}))
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:

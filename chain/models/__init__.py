@@ -74,7 +74,9 @@ def check(folder: Path, feature_names: list[str] | None = None, inputs: list[dic
     return manifest
 
 
-def load(folder: Path, engine: str = "compiled", threads: int | None = 1) -> Predictor:
-    """The trained model of ``folder`` as a ``Predictor``, by the type its manifest names."""
+def load(folder: Path, engine: str = "compiled", threads: int | None = 1, spec: Any = None, cat: Any = None) -> Predictor:
+    """The trained model of ``folder`` as a ``Predictor``, by the type its manifest names (``spec``, ``cat``: the
+    features it will be given, when they may differ from the training ones, e.g. another year's date grid)."""
     manifest = read_manifest(folder)
-    return model_type(manifest["type"], f"the model in {folder}").load(folder, manifest, engine=engine, threads=threads)
+    return model_type(manifest["type"], f"the model in {folder}").load(folder, manifest, engine=engine, threads=threads,
+                                                                        spec=spec, cat=cat)

@@ -102,6 +102,13 @@ class ModelType(ABC):
         """Cheap checks before any heavy step: inputs present, sizes that fit the network, device."""
         self.inputs(cfg, spec, cat)
 
+    def compatible(self, folder: Path, cfg: Any, spec: FeatureSpec, cat: Catalog) -> dict[str, Any]:
+        """The manifest of the model in ``folder``, checked against the features configured now (StepError
+        when they differ): by default the same feature names and patch inputs as in training."""
+        from chain.models import check
+
+        return check(folder, spec.names, [i.to_dict() for i in self.inputs(cfg, spec, cat)])
+
     @abstractmethod
     def fit(self, cfg: Any, data: TrainingData, seed: int, manifest: dict[str, Any]) -> FitReport:
         """Train on ``data`` and write the model into ``data.folder`` (``manifest`` last, with
@@ -109,6 +116,8 @@ class ModelType(ABC):
         features, inputs, classes, parameters)."""
 
     @abstractmethod
-    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1) -> Predictor:
+    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1,
+             spec: FeatureSpec | None = None, cat: Catalog | None = None) -> Predictor:
         """The model in ``folder``. ``engine``: how pixel forests are evaluated; ``threads``: the cores of one dask
-        worker thread's share (classify), or None when the caller is the only one (every core)."""
+        worker thread's share (classify), or None when the caller is the only one (every core); ``spec`` and
+        ``cat``: the features it will be given, when they may differ from the training ones (another date grid)."""

@@ -81,7 +81,8 @@ class RandomForest(ModelType):
         save_estimator(data.folder, rf, manifest)
         return FitReport(seconds, f"{len(data.train.code)} pixels")
 
-    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1) -> Predictor:
+    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1,
+             spec: Any = None, cat: Any = None) -> Predictor:
         from chain import forest
 
         if engine == "compiled" and forest.available():

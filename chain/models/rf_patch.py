@@ -60,7 +60,8 @@ class RFPatch(ModelType):
         save_estimator(data.folder, rf, manifest, compile_forest=False)
         return FitReport(seconds, f"{len(data.train.code)} patches ({rf.n_features_in_} features)")
 
-    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1) -> Predictor:
+    def load(self, folder: Path, manifest: dict[str, Any], engine: str = "compiled", threads: int | None = 1,
+             spec: Any = None, cat: Any = None) -> Predictor:
         import joblib
 
         from chain import forest
