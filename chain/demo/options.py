@@ -22,6 +22,9 @@ class DemoConfig(Section):
     spot: Literal["none", "dimap", "dimap_jp2", "geotiff"] = "none"  # also write a SPOT-6/7-like PAN + MS pair in <folder>/spot
     s2_tiles: Literal[1, 2] = 1  # 2: each date as two overlapping products (tiles T40KCB and T40KDB)
     landsat: bool = False  # also write a Landsat 8/9 Collection 2 Level-2 series in <folder>/landsat
+    # hard: a scene that tells models apart: confusable classes (fallow, young cane), variability across the
+    # scene, mixed pixels at field borders, label noise in the reference, more clouds
+    difficulty: Literal["normal", "hard"] = "normal"
 
     @model_validator(mode="after")
     def _tiles_need_products(self) -> DemoConfig:

@@ -49,6 +49,9 @@ CLASSES = {
     6: ("water", (40, 110, 230), 0.08),
     7: ("bare soil", (160, 110, 70), 0.10),
 }
+# the hard scene's extra classes, confusable by design: fallow (a pasture gone wild: lower, later green-up)
+# and young cane (replanted: slower, lower regrowth), cut out of the pasture and sugarcane fields
+HARD_CLASSES = {8: ("fallow", (190, 190, 110)), 9: ("young cane", (120, 200, 40))}
 
 #                 B2     B3     B4     B5     B6     B7     B8     B8A    B11    B12
 VEG = np.array([0.035, 0.070, 0.035, 0.110, 0.290, 0.360, 0.400, 0.420, 0.210, 0.100], np.float32)
@@ -57,6 +60,10 @@ SOIL = np.array([0.090, 0.120, 0.150, 0.180, 0.210, 0.230, 0.250, 0.260, 0.330, 
 URBAN = np.array([0.130, 0.140, 0.150, 0.160, 0.175, 0.185, 0.195, 0.200, 0.240, 0.220], np.float32)
 WATER = np.array([0.060, 0.050, 0.030, 0.020, 0.012, 0.010, 0.008, 0.008, 0.004, 0.003], np.float32)
 CLOUD = np.array([0.450, 0.450, 0.460, 0.470, 0.480, 0.480, 0.490, 0.490, 0.380, 0.300], np.float32)
+
+
+def class_name(code: int) -> str:
+    return CLASSES[code][0] if code in CLASSES else HARD_CLASSES[code][0]
 
 
 def _logistic(x: np.ndarray) -> np.ndarray:
@@ -78,6 +85,8 @@ def cover(code: np.ndarray, doy: int, phase: np.ndarray, vigour: np.ndarray) -> 
     f = np.where(code == 5, 0.10 + 0.06 * vigour, f)
     f = np.where(code == 6, 0.0, f)
     f = np.where(code == 7, 0.04 + 0.14 * np.exp(-(((doy - 40 - phase * 0.2) / 18.0) ** 2)), f)
+    f = np.where(code == 8, vigour * (0.42 + 0.2 * np.sin(2 * np.pi * (doy - 60 - phase * 0.1) / 365.0)), f)
+    f = np.where(code == 9, 0.7 * vigour * _logistic((age - 190) / 45.0), f)
     return f.astype(np.float32)
 
 
@@ -143,7 +152,8 @@ def write_geotiff(path: Path, arr: np.ndarray, transform: Affine, nodata: float 
 
 
 def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
-             layout: str = "folders", s1: bool = False, spot: str = "none", s2_tiles: int = 1, landsat: bool = False) -> Path:
+             layout: str = "folders", s1: bool = False, spot: str = "none", s2_tiles: int = 1, landsat: bool = False,
+             difficulty: str = "normal") -> Path:
     """Write the demo scene under ``out`` (see the module docstring); returns ``out``.
 
     ``layout``: "folders" (one folder per date), "theia" / "sen2cor" (L2A product folders) or
@@ -152,6 +162,8 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     in the west, 40KDB in the east, each 60 % of the scene), as an area across two S2 tiles.
     ``spot``: "dimap", "dimap_jp2" or "geotiff" also writes a SPOT-6/7-like PAN + MS pair in ``spot/``;
     ``s1`` a Sentinel-1 series in ``s1/``; ``landsat`` a Landsat 8/9 series in ``landsat/``.
+    ``difficulty="hard"``: a scene that tells models apart (see ``harden``): the normal scene's draws are
+    kept, and the hardening draws from its own generator.
     """
     from chain.demo import s2 as s2_writer
 
@@ -161,6 +173,9 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
         raise ConfigError("demo.s2_tiles: 2 needs a product layout (demo.layout: theia, sen2cor, or their _zip forms)")
     rng = np.random.default_rng(seed)
     scene = make_scene(rng, size_px, n_fields)
+    hard = np.random.default_rng([seed, 3]) if difficulty == "hard" else None
+    if hard is not None:
+        harden(scene, hard)
     dates = acquisition_dates(rng, n_dates, year)
     for date in dates:
         refl, mask = observe(scene, rng, date.timetuple().tm_yday)
@@ -191,12 +206,14 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
         spot_writer.write_pair(out / "spot", pan, ms, t_pan, t_ms, CRS_EPSG, dt.date(year, 1, 1) + dt.timedelta(days=doy - 1), spot)
 
     truth = scene.code[scene.ids].astype(np.uint8)
-    cmap = {0: (0, 0, 0, 0), **{c: (*v[1], 255) for c, v in CLASSES.items()}}
+    cmap = {0: (0, 0, 0, 0), **{c: (*v[1], 255) for c, v in CLASSES.items()}, **{c: (*v[1], 255) for c, v in HARD_CLASSES.items()}}
     write_geotiff(out / "truth.tif", truth, scene.t10, 0, cmap)
     # reference: most fields, shrunk inside their borders (mixed edge pixels are not reference data)
     ref = scene.fields.sample(frac=0.82, random_state=seed).sort_values("field_id")
-    ref = ref.set_geometry(ref.buffer(-RES, join_style="mitre"))
+    ref = ref.set_geometry(ref.buffer(-RES if hard is None else 0, join_style="mitre"))
     ref = ref[~ref.is_empty & (ref.area > 25 * RES * RES)]
+    if hard is not None:  # label noise: some polygons carry another (plausible) class, as old databases do
+        ref = _noisy_labels(ref, hard, share=0.04)
     with atomic_path(out / "reference.gpkg") as tmp:
         ref.to_file(tmp, driver="GPKG", layer="reference", engine="pyogrio")
     log.info("demo scene: %d x %d px, %d dates, %d fields, %d reference polygons -> %s", scene.size, scene.size, len(dates),
@@ -219,6 +236,7 @@ class Scene:
     texture: np.ndarray  # (H, W) smooth per-pixel variation of the cover
     t10: Affine
     t20: Affine
+    hard: bool = False  # demo.difficulty: hard (see harden)
 
 
 def make_scene(rng: np.random.Generator, size_px: int, n_fields: int) -> Scene:
@@ -237,6 +255,35 @@ def make_scene(rng: np.random.Generator, size_px: int, n_fields: int) -> Scene:
     return Scene(size, fields, ids, code, phase, vigour, background, leaf, texture, t10, t20)
 
 
+def harden(scene: Scene, rng: np.random.Generator) -> None:
+    """The hard scene (``demo.difficulty: hard``): confusable classes, within-class variability across the scene,
+    mixed pixels at field borders and more clouds (those two in ``observe``), label noise (in ``generate``)."""
+    code = scene.code = scene.code.copy()
+    for src, dst, share in ((1, 9, 0.3), (2, 8, 0.35)):  # young cane among the cane, fallow among the pastures
+        fields = np.flatnonzero(code == src)
+        code[rng.choice(fields, size=int(round(share * len(fields))), replace=False)] = dst
+    scene.fields["code"] = code
+    scene.fields["name"] = [class_name(int(c)) for c in code]
+    # the season runs ~2 months later in the east than in the west, and vigour varies field to field
+    cx = (scene.fields.geometry.centroid.x.to_numpy() - ORIGIN[0]) / (scene.size * RES)
+    scene.phase += (40 * (cx - 0.5)).astype(np.float32)
+    scene.vigour *= rng.uniform(0.85, 1.1, len(code)).astype(np.float32)
+    soils = ~np.isin(code, [5, 6])
+    scene.background[soils] *= rng.uniform(0.8, 1.2, (int(soils.sum()), 1)).astype(np.float32)
+    scene.texture *= 1.5
+    scene.hard = True
+
+
+def _noisy_labels(ref: gpd.GeoDataFrame, rng: np.random.Generator, share: float) -> gpd.GeoDataFrame:
+    ref = ref.copy()
+    classes = np.unique(ref["code"])
+    flip = rng.random(len(ref)) < share
+    wrong = [int(rng.choice(classes[classes != c])) for c in ref["code"][flip]]
+    ref.loc[flip, "code"] = np.asarray(wrong, dtype=ref["code"].dtype)
+    ref.loc[flip, "name"] = [class_name(c) for c in wrong]
+    return ref
+
+
 def observe(scene: Scene, rng: np.random.Generator, doy: int) -> tuple[np.ndarray, np.ndarray]:
     """One cloudy look at the scene on day ``doy``: (H, W, 10) reflectance in the S2 bands and the cloud
     mask (0 clear, 1 cloud, 2 cloud shadow). Clouds are smooth blobs, semi-transparent at their edges,
@@ -245,8 +292,13 @@ def observe(scene: Scene, rng: np.random.Generator, doy: int) -> tuple[np.ndarra
     f = cover(scene.code, doy, scene.phase, scene.vigour)[scene.ids]
     f = np.clip(f * (1 + scene.texture) + rng.normal(0, 0.02, f.shape), 0, 1)[..., None]
     refl = f * scene.leaf[scene.ids] + (1 - f) * scene.background[scene.ids] + rng.normal(0, 0.004, (size, size, 10))
+    if scene.hard:  # a 10 m pixel at a field border sees both fields
+        refl = ndimage.gaussian_filter(refl, sigma=(0.5, 0.5, 0))
     kind = rng.random()
-    coverage = 0.0 if kind < 0.4 else rng.uniform(0.02, 0.3) if kind < 0.8 else rng.uniform(0.3, 0.8)
+    if scene.hard:  # more clouds: fewer clear dates, more heavily clouded ones
+        coverage = 0.0 if kind < 0.3 else rng.uniform(0.05, 0.35) if kind < 0.75 else rng.uniform(0.3, 0.8)
+    else:
+        coverage = 0.0 if kind < 0.4 else rng.uniform(0.02, 0.3) if kind < 0.8 else rng.uniform(0.3, 0.8)
     mask = np.zeros((size, size), np.uint8)
     if coverage > 0:
         field = _smooth_noise(rng, (size, size), size / 14)
