@@ -139,3 +139,18 @@ def test_s1_and_s2_series_on_their_own_date_grids(full_scene, tmp_path):
     s2, s1 = manifest["shapes"]["s2"], manifest["shapes"]["s1"]
     assert s2["days"] != s1["days"] and s1["channels"] == s1["steps"] * 4  # ASC + DES, VV + VH per date
     assert json.loads((cfg.workdir / "final" / "metrics.json").read_text())["summary"]["oa"]["mean"] > 0.5
+
+
+def test_a_saved_model_of_two_series_loads_whatever_the_key_order(tmp_path):
+    """Manifests are written with sorted keys (s1 before s2): the first series of model.series stays the reference."""
+    from chain.deep import trainer
+
+    cfg = config.parse_model({**SMALL["tempcnn"], "series": ["s2", "s1"]})
+    net = model_type("tempcnn").network(cfg, 4, SHAPES)
+    assert net.target == SHAPES["s2"]["days"]
+    manifest = {"type": "tempcnn", "classes": [1, 2, 3, 4], "shapes": dict(sorted(SHAPES.items())), "params": cfg.model_dump(),
+                "feature_names": [], "inputs": []}
+    trainer.save(tmp_path, net, trainer.Normaliser({}, {}), [], manifest)
+    loaded, _ = trainer.load(tmp_path, models.read_manifest(tmp_path), lambda n, shapes: model_type("tempcnn").network(cfg, n, shapes))
+    x = {k: torch.randn(3, s["channels"], 1, 1) for k, s in SHAPES.items()}
+    assert torch.equal(net.eval()(x)["fused"], loaded(x)["fused"])

@@ -74,11 +74,11 @@ def _mlp(sizes: list[int], dropout: float = 0.0, last_plain: bool = False) -> nn
 class LTAENet(nn.Module):
     def __init__(self, n_classes: int, shapes: dict[str, dict[str, Any]], embedding: int = 128, d_model: int = 256,
                  n_head: int = 16, d_k: int = 8, mlp: list[int] | None = None, decoder: list[int] | None = None,
-                 period_days: float = 1000.0, dropout: float = 0.2):
+                 period_days: float = 1000.0, dropout: float = 0.2, order: list[str] | None = None):
         super().__init__()
         mlp = mlp or [d_model, 128]
         decoder = [64, 32] if decoder is None else decoder
-        self.names = list(shapes)
+        self.names = order or list(shapes)  # model.series' order: manifests store shapes with sorted keys
         self.per_date = {k: s["channels"] // s["steps"] for k, s in shapes.items()}
         self.embed = nn.ModuleDict({k: nn.Linear(self.per_date[k], embedding) for k in self.names})
         self.in_norm = nn.LayerNorm(embedding)
@@ -121,4 +121,4 @@ class LTAE(TemporalModel):
 
     def network(self, cfg: Any, n_classes: int, shapes: dict[str, dict[str, Any]]) -> nn.Module:
         return LTAENet(n_classes, shapes, cfg.embedding, cfg.d_model, cfg.n_head, cfg.d_k, list(cfg.mlp), list(cfg.decoder),
-                       cfg.period_days, cfg.dropout)
+                       cfg.period_days, cfg.dropout, list(cfg.series))

@@ -58,9 +58,9 @@ def resampling(src_days: list[int], dst_days: list[int]) -> np.ndarray:
 
 class TempCNNNet(nn.Module):
     def __init__(self, n_classes: int, shapes: dict[str, dict[str, Any]], filters: int = 64, kernel: int = 5,
-                 conv_layers: int = 3, dense: int = 256, dropout: float = 0.2):
+                 conv_layers: int = 3, dense: int = 256, dropout: float = 0.2, order: list[str] | None = None):
         super().__init__()
-        self.names = list(shapes)
+        self.names = order or list(shapes)  # model.series' order: manifests store shapes with sorted keys
         self.per_date = {k: s["channels"] // s["steps"] for k, s in shapes.items()}
         self.train_days = {k: list(s.get("days") or range(s["steps"])) for k, s in shapes.items()}
         self.target = self.train_days[self.names[0]]  # every series on the first one's training days
@@ -98,4 +98,4 @@ class TempCNN(TemporalModel):
         return int(cfg.kernel)  # a series shorter than one convolution window
 
     def network(self, cfg: Any, n_classes: int, shapes: dict[str, dict[str, Any]]) -> nn.Module:
-        return TempCNNNet(n_classes, shapes, cfg.filters, cfg.kernel, cfg.conv_layers, cfg.dense, cfg.dropout)
+        return TempCNNNet(n_classes, shapes, cfg.filters, cfg.kernel, cfg.conv_layers, cfg.dense, cfg.dropout, list(cfg.series))
