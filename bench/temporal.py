@@ -98,7 +98,7 @@ def end_to_end(size: int, dates: int) -> None:
                 "sample": {"max_pixels_per_class": 3000}, "model": model, "regularize": {"enabled": False},
                 "cluster": {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "4GiB"}}
         cfg = config.parse(data, base_dir=root)
-        run_pipeline(cfg, to_step="train")
+        run_pipeline(cfg, to_step="compare_models")
         t0 = time.time()
         run_pipeline(cfg, from_step="classify", to_step="classify")
         secs = time.time() - t0
