@@ -12,14 +12,39 @@ import rasterio
 from dask.distributed import Client, LocalCluster, as_completed
 
 from chain.config import ClusterConfig
-from chain.errors import ConfigError, StepError
+from chain.errors import ChainError, ConfigError, StepError
 from chain.grid import Tile
 from chain.log import Progress
 
 log = logging.getLogger(__name__)
 
 
+def quiet_workers() -> None:
+    """Worker logs stay out of the user's terminal unless they asked for detail (-v): a failed tile reaches the
+    client as its error, which the CLI prints once; dask's "Compute Failed" dumps and cancellation warnings of
+    the other tiles would bury it. Worker processes read these levels from the environment at start."""
+    import logging
+    import os
+
+    if any(h.level <= logging.DEBUG for h in logging.getLogger("chain").handlers if getattr(h, "_chain_console", False)):
+        return  # -v: the user asked for everything
+    os.environ["CHAIN_QUIET_WORKERS"] = "1"  # read by each task in the workers (_quiet_here), inherited by their processes
+    _quiet_here()
+
+
+QUIET = {"distributed.worker": "CRITICAL", "distributed.worker.state_machine": "CRITICAL", "distributed.nanny": "ERROR",
+         "distributed.scheduler": "ERROR", "distributed.core": "ERROR"}
+
+
+def _quiet_here() -> None:
+    import logging
+
+    for name, level in QUIET.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def open_client(cfg: ClusterConfig, workdir: Path | None = None) -> Client:
+    quiet_workers()
     if cfg.type in ("slurm", "pbs"):
         return _jobqueue_client(cfg, workdir)
     cluster = LocalCluster(
@@ -110,8 +135,20 @@ def _close_quietly(client: Any, cluster: Any) -> None:
 
 def _with_gdal_env(fn: Callable[..., Any], gdal_cache_mb: int, tile: Tile, *args: Any) -> Any:
     # GDAL's block cache dominates memory on wide stacks: bound it in every worker
-    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 1024 * 1024):
-        return fn(tile, *args)
+    import os
+
+    if os.environ.get("CHAIN_QUIET_WORKERS"):
+        _quiet_here()
+    failed: ChainError | None = None
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 1024 * 1024):
+            return fn(tile, *args)
+    except ChainError as exc:
+        # a user's error must reach the client as itself: the exceptions it was raised from (rasterio's
+        # CPLE_* errors) cannot be unpickled, and dask would hand over Exception(repr(...)) instead
+        exc.__context__ = exc.__cause__ = None
+        failed = exc
+    raise failed  # outside the handler: no new context is attached
 
 
 def map_tiles(

@@ -25,7 +25,8 @@ def open_raster(path: Path | str) -> rasterio.DatasetReader:
     try:
         return rasterio.open(path)
     except RasterioIOError as exc:
-        raise InputError(f"raster {str(path)!r} cannot be read by GDAL ({exc}); is it a complete GeoTIFF? Re-download or re-export it") from None
+        raise InputError(f"raster {str(path)!r} cannot be read by GDAL ({gdal_reason(exc)}); is it a complete GeoTIFF? "
+                         "Re-download or re-export it") from None
 
 
 def same_grid(src: rasterio.DatasetReader, grid: GridSpec) -> bool:
@@ -100,7 +101,20 @@ def read_on_grid(
             ) as vrt:
                 return vrt.read(band, window=window)
     except RasterioIOError as exc:
-        raise InputError(f"raster {str(path)!r} could not be read over window {window} ({exc}); the file may be corrupt") from None
+        raise InputError(f"raster {str(path)!r} could not be read over rows {int(window.row_off)}..{int(window.row_off + window.height)}, "
+                         f"columns {int(window.col_off)}..{int(window.col_off + window.width)} of the grid ({gdal_reason(exc)}); the file "
+                         "is truncated or corrupt: download or export it again") from None
+
+
+def gdal_reason(exc: BaseException) -> str:
+    """The most specific message GDAL gave for a failed read (rasterio's own says "see previous exception")."""
+    messages, seen = [], exc
+    while seen is not None:
+        text = str(getattr(seen, "errmsg", "") or seen)
+        if text and "previous exception" not in text:
+            messages.append(text)
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    return messages[-1] if messages else str(exc)
 
 
 def lattice_factor(src: rasterio.DatasetReader, grid: GridSpec) -> int | None:

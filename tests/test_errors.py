@@ -182,3 +182,15 @@ def test_plan_prints_its_table_once(make_config):
     code, out = _run("plan", path)
     assert code == 0, out
     assert out.count("ingest") == 1 and "would run" in out and "compare_models  off" in out
+
+
+def test_an_input_error_in_a_worker_process_reaches_the_user_intact(make_config):
+    """A band truncated after its header fails inside a dask worker process (a real LocalCluster); the error
+    must cross the process boundary as itself (rasterio's chained CPLE errors cannot be unpickled)."""
+    path = make_config(cluster={"n_workers": 1, "threads_per_worker": 1, "processes": True})
+    victim = sorted((path.parent / "scene" / "s2").glob("*/*_B8.tif"))[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    code, out = _run("run", path)
+    _assert_clean_error(code, out, 3, str(victim), "truncated or corrupt", "bytes, expected")
+    assert "Compute Failed" not in out and out.count("error:") == 1
