@@ -18,7 +18,7 @@ from shapely.geometry import box
 from chain.catalog import Catalog
 from chain.features import compute_features
 from chain.grid import GridSpec, Tile
-from chain.seeds import rng
+from chain.seeds import derive_seed, rng
 from chain.spec import FeatureSpec
 
 
@@ -78,23 +78,50 @@ def extract_tile(cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, tile:
     keep = (ids > 0) & block.mappable() & (block.n_valid >= min_clear_dates)
     rr, cc = np.nonzero(keep)
     pid = ids[rr, cc] - 1
+    r0, c0 = int(tile.window.row_off), int(tile.window.col_off)
     if max_pixels_per_polygon is not None:
-        # a polygon can span tiles: cap per (polygon, tile) share, proportionally, seeded per polygon
-        sel = []
-        for p in np.unique(pid):
-            where = np.flatnonzero(pid == p)
-            if len(where) > max_pixels_per_polygon:
-                where = np.sort(rng(seed, "sample", "polygon", int(p), tile.id).choice(where, max_pixels_per_polygon, replace=False))
-            sel.append(where)
-        order = np.concatenate(sel)
-        rr, cc, pid = rr[order], cc[order], pid[order]
+        # the tile's share of each polygon's global pick (see cap_per_polygon): its cap smallest pixel keys
+        sel = cap_per_polygon(pid, pixel_keys(rr + r0, cc + c0, seed), max_pixels_per_polygon)
+        rr, cc, pid = rr[sel], cc[sel], pid[sel]
     lut = np.zeros(int(polys["poly_id"].max()) + 1, dtype=np.int32)
     lut[polys["poly_id"].to_numpy()] = polys["code"].to_numpy()
     codes = lut[pid]
     X = block.values[:, rr, cc].T.astype(np.float32)
-    r0, c0 = int(tile.window.row_off), int(tile.window.col_off)
     return Samples(X, pid.astype(np.int32), codes, (rr + r0).astype(np.int32), (cc + c0).astype(np.int32),
                    block.n_valid[rr, cc])
+
+
+def pixel_keys(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
+    """A pseudo-random uint64 per grid pixel (splitmix64 of its position and the seed): the same whatever the
+    tiling, so that drawing "the pixels of smallest key" picks the same pixels from any tiles."""
+    with np.errstate(over="ignore"):
+        z = (rows.astype(np.uint64) << np.uint64(32)) ^ cols.astype(np.uint64) ^ np.uint64(derive_seed(seed, "sample", "pixels"))
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def cap_per_polygon(poly_id: np.ndarray, keys: np.ndarray, cap: int) -> np.ndarray:
+    """Indices of at most ``cap`` pixels per polygon, those of smallest key, in input order.
+
+    Applied to each tile, then to all tiles' survivors together, it gives exactly what it would give on the
+    whole scene at once: a polygon's globally smallest keys are among the smallest of their own tile."""
+    order = np.lexsort((keys, poly_id))
+    sorted_ids = poly_id[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_ids)) + 1]
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    return np.sort(order[rank < cap])
+
+
+def in_grid_order(samples: Samples, max_pixels_per_polygon: int | None, seed: int) -> Samples:
+    """Samples sorted by grid position (row, then column), capped per polygon: the same whatever the tiling and
+    the workers, so that the seeded draws of each run and the models' fits do not depend on them."""
+    idx = np.lexsort((samples.col, samples.row))
+    samples = samples.take(idx)
+    if max_pixels_per_polygon is not None and len(samples.code):
+        samples = samples.take(cap_per_polygon(samples.poly_id, pixel_keys(samples.row, samples.col, seed), max_pixels_per_polygon))
+    return samples
 
 
 def select_run(samples: Samples, split: pd.DataFrame, run: int, part: str,

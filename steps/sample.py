@@ -16,12 +16,12 @@ log = logging.getLogger(f"chain.{__name__}")
 
 class SampleParams(StepParams):
     sample: Annotated[dict[str, Any], From("sample")]
-    seed: Annotated[int, From("seed")]
-    tile_size_px: Annotated[int, From("grid.tile_size_px")]
+    seed: Annotated[int, From("seed")]  # (not the tile size: the samples are the same whatever the tiling)
 
 
 class Sample(Step):
     name = "sample"
+    version = "2"  # samples in grid order, capped per polygon whatever the tiling
     requires = ("features",)
     after = ("split",)
     Params = SampleParams
@@ -33,7 +33,7 @@ class Sample(Step):
         import numpy as np
 
         from chain.cluster import map_tiles
-        from chain.sampling import Samples, polygons_in_tile, sample_tile, save_samples
+        from chain.sampling import Samples, in_grid_order, polygons_in_tile, sample_tile, save_samples
 
         cat, spec, polys = products.catalog(ctx), products.spec(ctx), products.reference(ctx)
         tiles = [t for t in products.tiles(ctx) if not polygons_in_tile(polys, cat.grid, t).empty]
@@ -45,7 +45,7 @@ class Sample(Step):
                   ctx.cfg.seed, ctx.cfg.sample.min_clear_dates, out, is_done=lambda t: (out / f"{t.id}.npz").exists(),
                   key=f"sample-{ctx.signatures[self.name][:12]}", desc="sample: tiles")
         parts = [Samples.from_npz(np.load(out / f"{t.id}.npz")) for t in tiles]
-        samples = Samples.concat(parts, len(spec.names))
+        samples = in_grid_order(Samples.concat(parts, len(spec.names)), ctx.cfg.sample.max_pixels_per_polygon, ctx.cfg.seed)
         save_samples(ctx.paths.samples, samples)
         codes, counts = np.unique(samples.code, return_counts=True)
         summary: dict[str, Any] = {"n_pixels": int(len(samples.code)), "n_polygons": int(len(np.unique(samples.poly_id))),

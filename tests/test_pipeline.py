@@ -151,3 +151,28 @@ def test_spline_gap_filling_runs_end_to_end(make_config, done_run):
     assert spec["method"] == "spline"
     m = json.loads((cfg.workdir / "final" / "metrics.json").read_text())
     assert m["summary"]["oa"]["mean"] > 0.7
+
+
+@pytest.mark.parametrize("max_per_polygon", [None, 25])
+def test_samples_and_map_do_not_depend_on_the_tiling_or_the_workers(make_config, max_per_polygon):
+    """Tiles of 16, 32 and 64 px (the scene is 64 px), 1 or 2 workers: the same samples, the same model, the same map."""
+    import numpy as np
+
+    from chain.sampling import Samples
+
+    results = []
+    for tile, workers in ((16, 1), (32, 2), (64, 1)):
+        cfg = config.load(make_config(f"t{tile}w{workers}", grid={"tile_size_px": tile},
+                                      sample={"max_pixels_per_class": 300, "max_pixels_per_polygon": max_per_polygon},
+                                      cluster={"n_workers": workers}))
+        run_pipeline(cfg)
+        samples = Samples.from_npz(np.load(cfg.workdir / "sample" / "pixels.npz"))
+        with rasterio.open(cfg.workdir / "final" / "Classif_Seed_0.tif") as src:
+            results.append((samples, src.read(1)))
+    (s0, m0), *others = results
+    assert max_per_polygon is None or np.bincount(s0.poly_id).max() <= max_per_polygon
+    for s, m in others:
+        np.testing.assert_array_equal(s.row, s0.row)
+        np.testing.assert_array_equal(s.col, s0.col)
+        np.testing.assert_array_equal(s.X, s0.X)
+        np.testing.assert_array_equal(m, m0)
