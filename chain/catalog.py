@@ -43,13 +43,39 @@ class Catalog:
         return cls(GridSpec.from_dict(d["grid"]), sources, d.get("aoi_wkt"))
 
 
+MAX_GRID_PX = 50_000 * 50_000  # 25 Gpx: beyond, a grid is a mistake (a mislabelled CRS), not an area
+
+
+def _far_from_the_others(bounds: list[tuple[float, float, float, float]], headers: list[Header]) -> None:
+    """A product whose footprint is far from all the others' (more than their own extent away) most likely has a
+    mislabelled CRS (EPSG:32640 for 32740 puts it 10,000 km north): refuse it by name before the grid explodes."""
+    if len(bounds) < 2:
+        return
+    import numpy as np
+
+    cx = np.array([(b[0] + b[2]) / 2 for b in bounds])
+    cy = np.array([(b[1] + b[3]) / 2 for b in bounds])
+    size = max(float(np.median([b[2] - b[0] for b in bounds])), float(np.median([b[3] - b[1] for b in bounds])))
+    mx, my = float(np.median(cx)), float(np.median(cy))
+    far = [i for i in range(len(bounds)) if max(abs(cx[i] - mx), abs(cy[i] - my)) > 3 * size]
+    if far and len(far) < len(bounds) / 2:
+        from chain.errors import InputError
+        from chain.fingerprint import real_file
+
+        names = [f"{real_file(headers[i].path)} ({headers[i].crs.to_string()})" for i in far[:5]]
+        raise InputError(f"{len(far)} product(s) lie far from the others ({', '.join(names)}; the others are around "
+                         f"x={mx:,.0f}, y={my:,.0f} in {headers[0].crs.to_string()}): is their CRS mislabelled (e.g. EPSG:32640 for "
+                         "32740, north for south)? Fix it (gdal_edit.py -a_srs) or remove them from the input folder")
+
+
 def union_extent(first: Header, others: list[Header]) -> Header:
     """``first``, widened to cover every header (several tiles, even in other UTM zones)."""
     from rasterio.warp import transform_bounds
 
     left, bottom, right, top = first.bounds
-    for h in others:
-        b = h.bounds if h.crs == first.crs else transform_bounds(h.crs, first.crs, *h.bounds)
+    every = [first.bounds] + [h.bounds if h.crs == first.crs else transform_bounds(h.crs, first.crs, *h.bounds) for h in others]
+    _far_from_the_others(every, [first, *others])
+    for b in every[1:]:
         left, bottom, right, top = min(left, b[0]), min(bottom, b[1]), max(right, b[2]), max(top, b[3])
     if (left, bottom, right, top) == tuple(first.bounds):
         return first
@@ -112,6 +138,9 @@ def build_catalog(cfg: Config) -> Catalog:
         aoi_wkt = aoi.wkt
         cfg = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"bounds": aoi.bounds, "crs": crs.to_string()})})
     grid = define_grid(cfg, first)
+    if grid.width * grid.height > MAX_GRID_PX:
+        raise ConfigError(f"the grid would be {grid.width:,} x {grid.height:,} px of {grid.res[0]:g} m ({grid.bounds}): far more than "
+                          "any area to map; check grid.bounds / grid.resolution_m / grid.aoi, and the inputs' CRS")
     if cfg.grid.bounds is not None:  # explicit bounds or an AOI: a product outside the area is another tile's
         for s in sources:
             s.check_area(grid)

@@ -194,3 +194,17 @@ def test_an_input_error_in_a_worker_process_reaches_the_user_intact(make_config)
     code, out = _run("run", path)
     _assert_clean_error(code, out, 3, str(victim), "truncated or corrupt", "bytes, expected")
     assert "Compute Failed" not in out and out.count("error:") == 1
+
+
+def test_a_product_with_a_mislabelled_crs_is_named_before_the_grid_explodes(make_config):
+    path = make_config()
+    folder = sorted((path.parent / "scene" / "s2").iterdir())[2]
+    for f in folder.glob("*.tif"):  # EPSG:32640 (north) for 32740 (south): 10,000 km away
+        with rasterio.open(f, "r+") as dst:
+            dst.crs = rasterio.crs.CRS.from_epsg(32640)
+    _assert_clean_error(*_run("validate", path), 3, "far from the others", folder.name, "EPSG:32640", "mislabelled")
+
+
+def test_an_absurd_grid_is_refused_with_its_size(make_config):
+    path = make_config(grid={"crs": "EPSG:32740", "resolution_m": 10, "bounds": [0, 0, 1e7, 1e7], "tile_size_px": 32})
+    _assert_clean_error(*_run("validate", path), 2, "1,000,000 x 1,000,000 px", "grid.bounds")
