@@ -159,6 +159,44 @@ def compare(map_a: Path, map_b: Path, out_dir: Path | None, verbose: int) -> Non
     _guard(verbose, go)
 
 
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@set_opt
+@verbose_opt
+def verify(config: Path, overrides: tuple[str, ...], verbose: int) -> None:
+    """List the outputs of finished steps that are missing or damaged since they were written (runs nothing)."""
+    _setup(verbose, False)
+
+    def go() -> None:
+        from chain import config as cfgmod
+        from chain.runner import Context, damaged_outputs, read_record, step_class, step_names
+
+        cfg = cfgmod.load(config, list(overrides))
+        ctx = Context(cfg, cfg.workdir)
+        bad = 0
+        for name in step_names():
+            rec = read_record(cfg.workdir, name)
+            step = step_class(name)()
+            if rec is None:
+                state = "never run"
+            elif rec.get("status") != "done":
+                state = "interrupted (chain run resumes it)"
+            else:
+                missing = [p for p in step.outputs(ctx) if not p.exists()]
+                damaged = [p for p in damaged_outputs(ctx, rec) if p not in missing]
+                bad += len(missing) + len(damaged)
+                state = "ok" if not (missing or damaged) else "; ".join(
+                    [f"missing {p}" for p in missing[:3]] + [f"damaged {p}" for p in damaged[:3]]
+                    + ([f"... {len(missing) + len(damaged) - 6} more"] if len(missing) + len(damaged) > 6 else []))
+            click.echo(f"  {name:<15} {state}")
+        if bad:
+            click.echo(f"\n{bad} output(s) missing or damaged: `chain run {config}` recomputes them (and what depends on them)")
+            sys.exit(1)
+        click.echo("\nevery output of the finished steps is as it was written")
+
+    _guard(verbose, go)
+
+
 @main.command(name="steps")
 def list_steps() -> None:
     """List the steps in pipeline order."""

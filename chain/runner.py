@@ -156,6 +156,59 @@ class Decision:
     reason: str | None  # None: up to date
     record: dict[str, Any] | None
     payload: dict[str, Any]
+    damaged: list[Path] = field(default_factory=list)  # outputs whose size or checksum changed since the step wrote them
+
+
+# ---- verified outputs: size and a cheap checksum of every file a step declared ---------------------
+
+_WHOLE = 64 * 2**20  # files up to this size are checksummed whole; larger ones by their first and last 4 MiB
+
+
+def checksum(path: Path) -> list[int]:
+    """[size, mtime_ns, CRC-32]: enough to notice a truncated, emptied or rewritten file."""
+    import zlib
+
+    st = path.stat()
+    size = st.st_size
+    crc = 0
+    with open(path, "rb") as fh:
+        if size <= _WHOLE:
+            for chunk in iter(lambda: fh.read(2**20), b""):
+                crc = zlib.crc32(chunk, crc)
+        else:
+            crc = zlib.crc32(fh.read(4 * 2**20), crc)
+            fh.seek(size - 4 * 2**20)
+            crc = zlib.crc32(fh.read(), crc)
+    return [size, st.st_mtime_ns, crc]
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    out = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and ".tmp-" not in f.name)
+        elif p.exists():
+            out.append(p)
+    return out
+
+
+def snapshot(ctx: Context, paths: list[Path]) -> dict[str, list[int]]:
+    return {str(f.relative_to(ctx.workdir)): checksum(f) for f in _files(paths)}
+
+
+def damaged_outputs(ctx: Context, record: dict[str, Any]) -> list[Path]:
+    """The files a finished step wrote that are now missing, truncated or changed (by their recorded checksum)."""
+    bad = []
+    for rel, (size, mtime, crc) in (record.get("outputs") or {}).items():
+        f = ctx.workdir / rel
+        if not f.exists():
+            bad.append(f)
+            continue
+        st = f.stat()
+        # same size and modification time: untouched (a stat, no read); otherwise the checksum decides
+        if st.st_size != size or (st.st_mtime_ns != mtime and checksum(f)[2] != crc):
+            bad.append(f)
+    return bad
 
 
 def decide(step: Step, ctx: Context, forced: bool) -> Decision:
@@ -193,9 +246,14 @@ def decide(step: Step, ctx: Context, forced: bool) -> Decision:
         missing = [p for p in step.outputs(ctx) if not p.exists()]
         if missing:
             return f"output missing: {missing[0]}"
+        if damaged:
+            more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+            return f"output damaged (size or checksum changed since it was written): {damaged[0]}{more}"
         return None
 
-    return Decision(step.name, sig, because(), rec, payload)
+    done = rec is not None and rec.get("signature") == sig and rec.get("status") == "done"
+    damaged = damaged_outputs(ctx, rec) if done and rec is not None else []
+    return Decision(step.name, sig, because(), rec, payload, damaged)
 
 
 def _clear_outputs(step: Step, ctx: Context) -> None:
@@ -329,6 +387,9 @@ def _run_step(step: Step, ctx: Context, d: Decision) -> StepReport:
     resumable = d.record is not None and d.record.get("signature") == d.signature and d.reason != "forced"
     if not resumable:
         _clear_outputs(step, ctx)
+    for f in d.damaged:  # recomputed, not trusted: the rest of the step's work is kept (tiles, runs)
+        log.warning("%-14s %s is damaged (size or checksum changed since it was written): recomputing it", step.name, f)
+        f.unlink(missing_ok=True)
     log.info("%-14s running: %s", step.name, d.reason)
     rec_path = ledger_path(ctx.workdir, step.name)
     started = time.time()
@@ -338,7 +399,8 @@ def _run_step(step: Step, ctx: Context, d: Decision) -> StepReport:
     if missing:
         raise StepError(f"step {step.name!r} finished without producing {missing[0]} (a bug: please report it)")
     elapsed = time.time() - started
-    write_json(rec_path, {**d.payload, "signature": d.signature, "status": "done", "started": started, "seconds": elapsed})
+    write_json(rec_path, {**d.payload, "signature": d.signature, "status": "done", "started": started, "seconds": elapsed,
+                          "outputs": snapshot(ctx, step.outputs(ctx))})
     if not step.enabled(ctx):
         log.info("%-14s off (optional, not enabled in the config)", step.name)
         return StepReport(step.name, "off", None)

@@ -74,10 +74,11 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
     """Train ``model`` (a model section) on run ``run``'s training pixels into ``folder`` (skipped when already there)."""
     from chain.models import model_type
 
-    if (folder / "manifest.json").exists():
+    kind = model_type(model.type)
+    if (folder / "manifest.json").exists() and all((folder / f).exists() for f in kind.files):
         log.info("train: run %d (%s) already trained, resuming", run, model.type)
         return
-    kind = model_type(model.type)
+    (folder / "manifest.json").unlink(missing_ok=True)  # a file of the model is missing (damaged): train it again
     cap = sample_cap(model, max_pixels_per_class)
     train = select_run(samples, split, run, "train", cap, seed)
     if len(train.code) == 0:

@@ -35,7 +35,7 @@ class Regularize(Step):
         if not ctx.cfg.regularize.enabled:
             return []
         p = ctx.paths
-        return [f for r in products.runs(ctx) for f in (p.regularized_map(r), style(p.regularized_map(r)))]
+        return [f for r in products.runs(ctx) for f in (p.regularized_map(r), style(p.regularized_map(r)), p.regularized_tiles(r))]
 
     def run(self, ctx: Context) -> None:
         if not ctx.cfg.regularize.enabled:

@@ -27,7 +27,7 @@ class Sample(Step):
     Params = SampleParams
 
     def outputs(self, ctx: Context) -> list[Path]:
-        return [ctx.paths.samples, ctx.paths.sample_summary]
+        return [ctx.paths.samples, ctx.paths.sample_summary, ctx.paths.sample_tiles]
 
     def run(self, ctx: Context) -> None:
         import numpy as np

@@ -37,7 +37,7 @@ class Vectorize(Step):
     def outputs(self, ctx: Context) -> list[Path]:
         if not ctx.cfg.vectorize.enabled:
             return []
-        return [ctx.paths.vector_map(r) for r in products.runs(ctx)]
+        return [f for r in products.runs(ctx) for f in (ctx.paths.vector_map(r), ctx.paths.vector_tiles(r))]
 
     def run(self, ctx: Context) -> None:
         if not ctx.cfg.vectorize.enabled:
