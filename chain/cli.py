@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +20,25 @@ from chain.errors import ChainError
 log = logging.getLogger("chain.cli")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, `kill`): stop like Ctrl-C, with the same message."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _disk_full(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _guard(verbose: int, fn: Callable[[], Any]) -> Any:
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         return fn()
     except ChainError as exc:
@@ -25,9 +46,22 @@ def _guard(verbose: int, fn: Callable[[], Any]) -> Any:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: finished steps and tiles are kept; run the same command again to resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        what = "stopped (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        click.echo(f"\n{what}: finished steps and tiles are kept; run the same command again to resume", err=True)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
+    except Exception as exc:
+        if not _disk_full(exc):
+            raise
+        if verbose > 0:
+            traceback.print_exc()
+        where = getattr(exc, "filename", None)
+        click.echo(f"error: the disk is full{f' (writing {where})' if where else ''}; free some space (df -h) and run the same "
+                   "command again: finished steps and tiles are kept, the step that was writing starts over", err=True)
+        sys.exit(5)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 verbose_opt = click.option("-v", "--verbose", count=True, help="More detail (-v: debug log and tracebacks).")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,32 @@ def open_client(cfg: ClusterConfig, workdir: Path | None = None) -> Client:
     quiet_workers()
     if cfg.type in ("slurm", "pbs"):
         return _jobqueue_client(cfg, workdir)
-    cluster = LocalCluster(
+    with _workers_ignore_ctrl_c():
+        cluster = LocalCluster(**_local_kwargs(cfg))
+    client = Client(cluster)
+    log.debug("dask cluster: %d worker(s) x %d thread(s), %s each", cfg.n_workers, cfg.threads_per_worker, cfg.memory_limit)
+    return client
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Worker processes started in here ignore SIGINT (they inherit the disposition): a terminal's Ctrl-C reaches
+    the whole process group, and each worker would print its own traceback. This process stops them itself."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _local_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
+    return dict(
         n_workers=cfg.n_workers,
         threads_per_worker=cfg.threads_per_worker,
         # threads in this process share its memory with everything else it holds (a trained network,
@@ -58,9 +84,6 @@ def open_client(cfg: ClusterConfig, workdir: Path | None = None) -> Client:
         # workers in other processes talk over loopback TCP; threads in this process use in-process comms
         **({"host": "127.0.0.1"} if cfg.processes else {}),
     )
-    client = Client(cluster)
-    log.debug("dask cluster: %d worker(s) x %d thread(s), %s each", cfg.n_workers, cfg.threads_per_worker, cfg.memory_limit)
-    return client
 
 
 def _jobqueue_client(cfg: ClusterConfig, workdir: Path | None) -> Client:

@@ -124,7 +124,7 @@ class ClusterConfig(Section):
     type: Literal["local", "slurm", "pbs"] = "local"
     n_workers: int = Field(2, ge=1)  # local: worker processes; slurm/pbs: jobs submitted
     threads_per_worker: int = Field(1, ge=1)  # slurm/pbs: cores per job
-    memory_limit: str = "4GiB"  # per worker (per job on slurm/pbs)
+    memory_limit: str = "4GiB"  # per worker (per job on slurm/pbs); "auto": the machine's memory / n_workers
     processes: bool = True  # local only: false = threads in this process
     retries: int = Field(1, ge=0)
     gdal_cache_mb: int = Field(256, ge=16)
@@ -138,6 +138,18 @@ class ClusterConfig(Section):
     host: str | None = None  # address the scheduler and workers bind to, e.g. 127.0.0.1 on a single node
     log_directory: str | None = None  # batch job logs; default <workdir>/logs/jobs
     startup_timeout_s: int = Field(300, ge=5)  # how long to wait for the first worker
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        from chain.resources import WORKER_BASE_BYTES, human, parse_bytes
+
+        if value == "auto":
+            return value
+        n = parse_bytes(value)
+        if n < WORKER_BASE_BYTES:
+            raise ValueError(f"{value} is less than a worker needs before its first tile (about {human(WORKER_BASE_BYTES)}); give 1GiB or more")
+        return value
 
 
 class MosaicConfig(Section):
@@ -235,7 +247,7 @@ def _describe(err: Any, root: type[BaseModel], prefix: tuple[Any, ...] = ()) -> 
         return f"missing required key '{key}'"
     value = err.get("input")
     shown = "" if isinstance(value, (dict, list)) and len(str(value)) > 60 else f" (got {value!r})"
-    return f"key '{key}': {err['msg']}{shown}"
+    return f"key '{key}': {err['msg'].removeprefix('Value error, ')}{shown}"
 
 
 def _section(cls: type[Section], value: Any, prefix: tuple[Any, ...], context: dict[str, Any], problems: list[str]) -> Any:

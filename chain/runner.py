@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from chain.atomic import clean_temporaries, write_json
+from chain.atomic import clean_temporaries, write_json, write_text
 from chain.config import Config, stable_hash
-from chain.errors import StateError, StepError
+from chain.errors import ChainError, Problems, StateError, StepError
 from chain.params import NoParams, StepParams
 from chain.paths import Paths
 
@@ -277,8 +277,28 @@ class StepReport:
     seconds: float = 0.0
 
 
+def check_workdir(workdir: Path) -> None:
+    """The work folder can be created and written, before anything runs (``chain validate`` too)."""
+    from chain.errors import ConfigError
+
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"workdir {str(workdir)!r} is a file, not a folder; give a folder path (it is created if missing)")
+    probe = workdir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"workdir {str(workdir)!r} cannot be created: {str(probe)!r} is a file; give a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == workdir else f"cannot be created: {str(probe)!r} is not writable"
+        raise ConfigError(f"workdir {str(workdir)!r} {what} by this user; choose a folder you can write, or fix its permissions")
+    lock = workdir / ".chain" / "lock"
+    if lock.exists() and not lock.is_file():
+        raise StateError(f"{str(lock)!r} should be a lock file but is a folder (created by hand?); remove it: rm -r {str(lock)!r}")
+
+
 class WorkdirLock:
-    """One run per work folder at a time (an advisory lock released even if the process is killed)."""
+    """One run per work folder at a time (an advisory lock released even if the process is killed).
+    The holder writes its PID into the lock file, so a refused run can name it."""
 
     def __init__(self, workdir: Path):
         self.path = workdir / ".chain" / "lock"
@@ -290,8 +310,13 @@ class WorkdirLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip()
             os.close(self.fd)
-            raise StateError(f"work folder {str(self.path.parent.parent)!r} is in use by another chain run; wait for it or stop it") from None
+            who = f" (process {holder}, on this machine)" if holder.isdigit() else ""
+            raise StateError(f"work folder {str(self.path.parent.parent)!r} is in use by another chain run{who}; "
+                             "wait for it to finish or stop it, then run again") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -320,7 +345,18 @@ def prepare(ctx: Context, upto: int | None = None) -> None:
 def check(cfg: Config) -> Context:
     """Validate config and inputs without running anything (``chain validate``)."""
     ctx = Context(cfg, cfg.workdir)
-    prepare(ctx)
+    problems: list[ChainError] = []
+    try:
+        check_workdir(cfg.workdir)
+    except ChainError as exc:
+        problems.append(exc)
+    try:
+        prepare(ctx)
+    except Problems as exc:
+        problems += exc.problems
+    except ChainError as exc:
+        problems.append(exc)
+    Problems.collect(problems)
     return ctx
 
 
@@ -344,6 +380,7 @@ def run_pipeline(
     workdir = cfg.workdir
     ctx = Context(cfg, workdir)
     reports: list[StepReport] = []
+    check_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir):
         if not dry_run:
@@ -374,13 +411,31 @@ def run_pipeline(
                 if dry_run:
                     reports.append(StepReport(name, "would run" if step.enabled(ctx) else "off", d.reason))
                     continue
+                mark_stale(workdir, name, d.reason)
                 reports.append(_run_step(step, ctx, d))
+            if not dry_run and i_to == len(names) - 1:
+                (workdir / "final" / STALE_NOTE).unlink(missing_ok=True)  # every step is up to date: final/ is this config's
         finally:
             ctx.close()
             if not dry_run:
                 logging.getLogger("chain").removeHandler(handler)
                 handler.close()
     return reports
+
+
+STALE_NOTE = "OUTDATED.txt"
+
+
+def mark_stale(workdir: Path, step: str, reason: str | None) -> None:
+    """A note in final/ while a run that will replace its products has not finished: after an interrupted
+    or failed run, the maps and report there are the previous run's, and say so."""
+    final = workdir / "final"
+    note = final / STALE_NOTE
+    if not final.is_dir() or note.exists():
+        return
+    write_text(note, f"The products in this folder come from an earlier run. A new run started on {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                     f"(first step re-run: {step}, because: {reason}) and has not finished;\nrun `chain run` with the same "
+                     "config to bring them up to date (this note is removed when it finishes).\n")
 
 
 def _run_step(step: Step, ctx: Context, d: Decision) -> StepReport:

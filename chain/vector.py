@@ -93,6 +93,57 @@ def read_reference(ref: ReferenceInput, grid: GridSpec) -> gpd.GeoDataFrame:
     if not inside.all():
         log.warning("%s: %d polygon(s) outside the scene ignored", path, int((~inside).sum()))
         out = out[inside]
+    return resolve_overlaps(out.reset_index(drop=True), str(path), abs(grid.res[0] * grid.res[1]))
+
+
+def resolve_overlaps(gdf: gpd.GeoDataFrame, where: str, pixel_area: float) -> gpd.GeoDataFrame:
+    """No area in two polygons, with a warning saying what was found and done.
+
+    An area in polygons of different classes has no single truth: it is removed from both (it is left
+    out of training and validation). An area in two polygons of one class is kept in the first only:
+    the split puts polygons in different sets, and a pixel in both would be trained on and validated.
+    Exact duplicates of one class are the extreme case (the later copy is dropped)."""
+    geoms = gdf.geometry.to_numpy()
+    left, right = gdf.sindex.query(geoms, predicate="intersects")
+    keep = left < right
+    left, right = left[keep], right[keep]
+    if len(left) == 0:
+        return gdf
+    shared = shapely.intersection(geoms[left], geoms[right])
+    area = shapely.area(shared)
+    real = area > 0.01 * pixel_area  # shared edges and rounding slivers are not overlaps
+    left, right, shared, area = left[real], right[real], shared[real], area[real]
+    if len(left) == 0:
+        return gdf
+    codes = gdf["code"].to_numpy()
+    ids = gdf["poly_id"].to_numpy()
+    other = codes[left] != codes[right]
+    cut: dict[int, list[Any]] = {}
+    for a, b, g, o in zip(left, right, shared, other, strict=True):
+        for victim in ((a, b) if o else (b,)):
+            cut.setdefault(int(victim), []).append(g)
+    new = geoms.copy()
+    for i, parts in cut.items():
+        new[i] = shapely.difference(geoms[i], shapely.union_all(parts))
+    out = gdf.copy()
+    out["geometry"] = new
+    duplicates = int(np.sum(~other & (np.abs(area - shapely.area(geoms[right])) < 0.01 * pixel_area)))
+    if other.any():
+        i = int(np.flatnonzero(other)[0])
+        log.warning("%s: %d pair(s) of polygons of different classes overlap (%.0f m2 in all, e.g. ids %d (class %d) and %d (class %d)): "
+                    "the overlapping areas are left out of training and validation; fix the polygons to use them", where,
+                    int(other.sum()), float(area[other].sum()), ids[left[i]], codes[left[i]], ids[right[i]], codes[right[i]])
+    if (~other).any():
+        i = int(np.flatnonzero(~other)[0])
+        log.warning("%s: %d pair(s) of polygons of one class overlap (%d exact duplicate(s); %.0f m2 in all, e.g. ids %d and %d): "
+                    "the shared area is kept in the first polygon only, so that no pixel is both trained on and validated",
+                    where, int((~other).sum()), duplicates, float(area[~other].sum()), ids[left[i]], ids[right[i]])
+    # a polygon too small to hold a pixel centre is dropped by sampling; one left with no area goes now
+    empty = shapely.area(out.geometry.to_numpy()) < 0.01 * pixel_area
+    if empty.any():
+        log.warning("%s: %d polygon(s) have no area left once the overlaps are resolved and are dropped (ids %s)", where, int(empty.sum()),
+                    ids[empty][:10].tolist())
+        out = out[~empty]
     return out.reset_index(drop=True)
 
 

@@ -23,6 +23,14 @@ class Classify(Step):
     version = "3"
     Params = ClassifyParams
 
+    def check(self, ctx: Context) -> None:
+        from chain.features import feature_spec
+        from chain.resources import check_tile_memory
+
+        cat = products.preflight(ctx)[0]
+        check_tile_memory(ctx.cfg.cluster, ctx.cfg.grid.tile_size_px, cat.grid.width, cat.grid.height,
+                          len(feature_spec(ctx.cfg, cat).names))
+
     def outputs(self, ctx: Context) -> list[Path]:
         return [ctx.paths.classified_tiles(r) for r in products.runs(ctx)]
 

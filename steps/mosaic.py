@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,8 @@ from chain.atomic import write_text
 from chain.params import From, StepParams
 from chain.paths import style
 from chain.runner import Context, Step
+
+log = logging.getLogger(f"chain.{__name__}")
 
 
 class MosaicParams(StepParams):
@@ -27,6 +30,11 @@ class Mosaic(Step):
     requires = ("classify",)
     version = "5"
     Params = MosaicParams
+
+    def check(self, ctx: Context) -> None:
+        if ctx.cfg.fusion.enabled and ctx.cfg.split.runs < 2:
+            log.warning("fusion.enabled is set but split.runs is %d: a majority vote needs two runs or more (3+ to break ties); "
+                        "no fusion map is written; set split.runs: 3 or remove fusion", ctx.cfg.split.runs)
 
     def outputs(self, ctx: Context) -> list[Path]:
         p = ctx.paths

@@ -1,5 +1,6 @@
 """The generic feature-stack input: multi-band rasters with named bands, alone or beside the series."""
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -122,3 +123,61 @@ def test_uncompressed_pixel_interleaved_stack_is_read_pixel_major_and_maps_the_s
             maps.append(src.read(1))
     assert (maps[0][:5, :5] == 0).all()  # the nodata corner, found in either layout
     np.testing.assert_array_equal(maps[0], maps[1])
+
+
+def _ndvi_stack(scene, path, descriptions=True, cloudy_everywhere=2):
+    """An NDVI series as users bring it: one band per date, -9999 on cloudy pixels (from the masks), and
+    ``cloudy_everywhere`` dates fully cloudy; band descriptions YYYYMMDD when ``descriptions``."""
+    folders = sorted((scene / "s2").iterdir())
+    bands, names = [], []
+    for i, folder in enumerate(folders):
+        read = {}
+        for b in ("B4", "B8", "MASK"):
+            with rasterio.open(next(folder.glob(f"*_{b}.tif"))) as src:
+                read[b], profile = src.read(1).astype(np.float32), src.profile
+        ndvi = (read["B8"] - read["B4"]) / np.maximum(read["B8"] + read["B4"], 1)
+        ndvi[read["MASK"] != 0] = -9999
+        if i < cloudy_everywhere:
+            ndvi[:] = -9999
+        bands.append(ndvi)
+        names.append(folder.name)
+    profile.update(count=len(bands), dtype="float32", nodata=-9999)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.stack(bands))
+        if descriptions:
+            for i, n in enumerate(names, 1):
+                dst.set_band_description(i, n)
+    return [dt.date(int(n[:4]), int(n[4:6]), int(n[6:])) for n in names]
+
+
+def test_a_dated_ndvi_stack_is_gap_filled_like_a_series(make_config):
+    """Bands = dates with cloudy no-data: gap-filled onto the gapfill grid and mapped (a plain stack would drop
+    every pixel, since two dates are fully cloudy)."""
+    from chain.catalog import build_catalog
+    from chain.errors import InputError
+
+    path = make_config("ndvi")
+    scene = path.parent / "scene"
+    dates = _ndvi_stack(scene, scene / "NDVI.tif")
+    cfg = config.load(path, ["inputs.s2=null", "inputs.stack.path=scene/NDVI.tif"])
+    assert build_catalog(cfg).source("stack").dates == tuple(dates)
+    run_pipeline(cfg)
+    spec = json.loads((cfg.workdir / "features" / "features.json").read_text())
+    grid = json.loads((cfg.workdir / "gapfill" / "dates.json").read_text())["stack"]["STACK"]["output"]
+    assert spec["names"] == [f"NDVI_{d.replace('-', '')}" for d in grid] and len(grid) > 3
+    with rasterio.open(cfg.workdir / "final" / "Classif_Seed_0.tif") as src:
+        assert (src.read(1) > 0).mean() > 0.95  # every pixel with a clear date is mapped
+    assert json.loads((cfg.workdir / "final" / "metrics.json").read_text())["summary"]["oa"]["mean"] > 0.4
+
+    # the same file without dates: every pixel has a no-data band; validate says so and how to fix it
+    undated = scene / "NDVI_undated.tif"
+    _ndvi_stack(scene, undated, descriptions=False)
+    cfg = config.load(path, ["inputs.s2=null", f"inputs.stack.path={undated}"])
+    with pytest.raises(InputError, match="inputs.stack.dates"):
+        build_catalog(cfg)
+    # dates given in the config instead
+    cfg = config.load(path, ["inputs.s2=null", f"inputs.stack.path={undated}", f"inputs.stack.dates={[d.isoformat() for d in dates]}"])
+    assert build_catalog(cfg).source("stack").dates == tuple(dates)
+    cfg = config.load(path, ["inputs.s2=null", f"inputs.stack.path={undated}", "inputs.stack.dates=[2021-01-01]"])
+    with pytest.raises(InputError, match="one date per band"):
+        build_catalog(cfg)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from chain.models.base import FitReport, ModelType, PixelPredictor, Predictor, TrainingData
 from chain.schema import ModelSection
@@ -30,9 +30,25 @@ class RFModel(ModelSection):
     max_depth: int | None = Field(25, ge=1)
     min_samples_split: int = Field(2, ge=2)
     min_samples_leaf: int = Field(1, ge=1)
-    max_features: Literal["sqrt", "log2"] | float = "sqrt"
+    max_features: Literal["sqrt", "log2"] | float = "sqrt"  # or the fraction of the features tried per split
     class_weight: Literal["balanced", "balanced_subsample"] | None = None
-    n_jobs: int = -1
+    n_jobs: int = -1  # -1: every core; else a number of cores
+
+    @field_validator("max_features", mode="before")
+    @classmethod
+    def _max_features(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in ("sqrt", "log2"):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+            return float(value)
+        raise ValueError("give 'sqrt', 'log2' or a fraction of the features in (0, 1], e.g. 0.3")
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _n_jobs(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("give -1 (every core) or a number of cores >= 1")
+        return value
 
 
 def build_rf(cfg: Any, seed: int) -> RandomForestClassifier:

@@ -31,6 +31,71 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def check_headers(what: str, key: str, acquisitions: list[Acquisition] | tuple[Acquisition, ...],
+                  headers: dict[str, Header], nodata_given: bool) -> None:
+    """What can be known from the headers before any pixel is read: one data type family across the series,
+    masks covering their bands, and a warning (with counts) when the bands carry no no-data tag."""
+    from chain.errors import Problems
+
+    problems: list[InputError] = []
+    band_files = [p for a in acquisitions for p in a.bands.values()]
+    floats = sorted(p for p in band_files if headers[p].dtype.startswith("float"))
+    if floats and len(floats) < len(band_files):
+        ints = len(band_files) - len(floats)
+        problems.append(InputError(
+            f"{what}: {len(floats)} band file(s) are floating point ({headers[floats[0]].dtype}, e.g. {floats[0]!r}) while {ints} are "
+            f"integers: one {key}.scale cannot suit both (float files are often already reflectances); convert them to one data "
+            "type, e.g. gdal_translate -ot Int16 -scale 0 1 0 10000"))
+    bad_masks = []
+    for a in acquisitions:
+        band = headers[next(iter(a.bands.values()))]
+        for m in (a.mask, *a.extra_masks):
+            mh = headers[m]
+            if mh.crs == band.crs and not _covers(mh.bounds, band.bounds, abs(band.transform.a)):
+                bad_masks.append(f"{m} ({mh.width} x {mh.height} px, bands {band.width} x {band.height} px)")
+    if bad_masks:
+        problems.append(InputError(
+            f"{what}: {len(bad_masks)} mask(s) do not cover the area of their bands: {'; '.join(bad_masks[:3])}"
+            f"{' ...' if len(bad_masks) > 3 else ''}; each date's mask must be the mask of that product (same footprint)"))
+    if not nodata_given:
+        untagged = [p for p in band_files if headers[p].nodata is None]
+        if untagged:
+            log.warning("%s: %d of %d band file(s) have no no-data tag (e.g. %s) and %s.nodata is not set: every value is read as "
+                        "a measurement, so fill values (e.g. -10000 or 0 outside the swath) would be used as data; set %s.nodata "
+                        "to the products' fill value, or tag the files (gdal_edit.py -a_nodata)", what, len(untagged), len(band_files),
+                        untagged[0], key, key)
+    Problems.collect(problems)  # type: ignore[arg-type]
+
+
+def check_scale(what: str, key: str, path: str, nodata: float | None, scale: float, offset: float) -> None:
+    """A warning when the scaled values of a sample of ``path`` cannot be reflectances: e.g. float files already
+    in reflectance (or NDVI) read with the default scale 0.0001 would all become ~0."""
+    import rasterio
+
+    with rasterio.open(path) as src:  # a decimated read: a few thousand values, cheap on any file
+        h, w = min(src.height, 64), min(src.width, 64)
+        sample = src.read(1, out_shape=(h, w), masked=True).astype("float64")
+    values = sample.compressed()
+    if nodata is not None:
+        values = values[values != nodata]
+    if values.size == 0:
+        return
+    p99 = float(np.percentile(np.abs(values * scale + offset), 99))
+    raw99 = float(np.percentile(np.abs(values), 99))
+    if p99 < 0.01 and raw99 <= 2:
+        log.warning("%s: values of %s are already small (99th percentile %.3g) and %s.scale %g makes them %.2g: they look "
+                    "like reflectances or an index already; set %s.scale: 1", what, path, raw99, key, scale, p99, key)
+    elif p99 > 20:
+        log.warning("%s: values of %s times %s.scale %g reach %.3g, far above reflectances (0..1): check %s.scale", what, path,
+                    key, scale, p99, key)
+
+
+
+def _covers(outer: tuple[float, float, float, float], inner: tuple[float, float, float, float], tol: float) -> bool:
+    return (outer[0] <= inner[0] + tol and outer[1] <= inner[1] + tol and outer[2] >= inner[2] - tol
+            and outer[3] >= inner[3] - tol)
+
+
 def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     s = a + b
     with np.errstate(divide="ignore", invalid="ignore"):

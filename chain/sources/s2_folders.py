@@ -9,6 +9,7 @@ values are ``inputs.s2.mask_valid_values``; the bands' no-data value is their ow
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from chain.errors import ConfigError, InputError, InputMissingError
 from chain.sources.base import RASTER_SUFFIXES
 from chain.sources.optical import Acquisition
 from chain.sources.sentinel2 import S2Input
+
+log = logging.getLogger(__name__)
 
 
 def _stem_matches(stem: str, name: str) -> bool:
@@ -43,9 +46,12 @@ class DateFolders:
             raise ConfigError(f"inputs.s2.date_regex {cfg.date_regex!r} is not a valid regular expression: {exc}") from None
         acquisitions: dict[dt.date, Acquisition] = {}
         incomplete: list[str] = []
+        undated: list[str] = []
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             m = pattern.search(folder.name)
             if not m:
+                if not folder.name.startswith("."):
+                    undated.append(folder.name)
                 continue
             raw = m.groupdict().get("date") or m.group(0)
             try:
@@ -68,6 +74,10 @@ class DateFolders:
                 incomplete.append(f"{folder.name}: {', '.join(what)}")
                 continue
             acquisitions[date] = Acquisition(date, bands, str(mask))
+        if undated:
+            log.warning("inputs.s2.path %r: %d sub-folder(s) have no date in their name and are skipped: %s; rename them to contain "
+                        "the acquisition date (YYYYMMDD) or set inputs.s2.date_regex", str(root), len(undated),
+                        ", ".join(undated[:5]) + (" ..." if len(undated) > 5 else ""))
         if incomplete:  # every incomplete date at once
             raise InputMissingError(
                 f"inputs.s2.path {str(root)!r}: {len(incomplete)} date folder(s) lack files: {'; '.join(incomplete[:6])}"

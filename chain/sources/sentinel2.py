@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from chain.plugins import Registry
 from chain.schema import PathFromConfig, ResamplingName, Section
 from chain.sources.base import Header, read_header
-from chain.sources.optical import Acquisition, OpticalSeries, within_range
+from chain.sources.optical import Acquisition, OpticalSeries, check_headers, check_scale, within_range
 
 if TYPE_CHECKING:
     from chain.config import Config
@@ -84,7 +84,12 @@ class Sentinel2(OpticalSeries):
             for path in [*acq.bands.values(), acq.mask, *acq.extra_masks]:
                 headers[path] = read_header(path)
         first = headers[acquisitions[0].bands[s2.bands[0]]]
+        # the files' own no-data tags matter only when neither the user nor the format says what no-data is
+        known = s2.nodata is not None or fmt.nodata(s2, None) is not None
+        check_headers(f"{cls.title} ({s2.path})", "inputs.s2", acquisitions, headers, nodata_given=known)
+        nodata = s2.nodata if s2.nodata is not None else fmt.nodata(s2, first.nodata)
+        check_scale(cls.title, "inputs.s2", first.path, nodata, s2.scale, s2.offset)
         return cls(bands=tuple(s2.bands), acquisitions=tuple(acquisitions), common=COMMON,
-                   nodata=s2.nodata if s2.nodata is not None else fmt.nodata(s2, first.nodata), scale=s2.scale,
+                   nodata=nodata, scale=s2.scale,
                    offset=s2.offset, saturation=s2.saturation, mask_valid_values=fmt.mask_valid_values(s2),
                    resampling=s2.resampling)
