@@ -30,6 +30,16 @@ class ReferenceInput(Section):
     class_field: str = "code"
     name_field: str | None = None
     layer: str | None = None
+    # your own split instead of the seeded one: a field saying each polygon's part (train / validation /
+    # test), or a second polygon file that is the validation set (the polygons of `path` then all train)
+    split_field: str | None = None
+    validation_path: PathFromConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_split(self) -> ReferenceInput:
+        if self.split_field and self.validation_path:
+            raise ValueError("give split_field or validation_path, not both")
+        return self
 
 
 class Inputs(Section):
@@ -349,11 +359,16 @@ def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\$\{((?:env:)?[A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def substitute(node: Any, values: dict[str, Any], where: str = "") -> Any:
-    """Fill ``${name}`` placeholders from ``values``; a whole-string placeholder keeps the value's type."""
+    """Fill ``${name}`` placeholders from ``values`` and ``${env:NAME}`` from the environment (e.g. a data
+    folder that differs between a laptop and a cluster); a whole-string placeholder keeps the value's type."""
+    import os
+
+    env = {f"env:{k}": v for k, v in os.environ.items()}
+    values = {**values, **env}
     if isinstance(node, dict):
         return {k: substitute(v, values, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
     if isinstance(node, list):
@@ -361,10 +376,13 @@ def substitute(node: Any, values: dict[str, Any], where: str = "") -> Any:
     if isinstance(node, str):
         names = _PLACEHOLDER.findall(node)
         missing = [n for n in names if n not in values]
+        if missing and missing[0].startswith("env:"):
+            raise ConfigError(f"key '{where}': environment variable {missing[0][4:]} is not set (used as ${{{missing[0]}}}); "
+                              f"export it before running, e.g. export {missing[0][4:]}=/path/to/data")
         if missing:
             raise ConfigError(
                 f"key '{where}': placeholder ${{{missing[0]}}} has no value; define it under 'vars:' "
-                f"or pass --set vars.{missing[0]}=VALUE (known: {sorted(values) or 'none'})"
+                f"or pass --set vars.{missing[0]}=VALUE (known: {sorted(k for k in values if k not in env) or 'none'})"
             )
         whole = _PLACEHOLDER.fullmatch(node)
         if whole:

@@ -64,8 +64,42 @@ def split_polygons(poly_ids: np.ndarray, codes: np.ndarray, scheme: str, seed: i
     return out
 
 
+def check_parts(polys: pd.DataFrame, scheme: str) -> None:
+    from chain.errors import InputError
+
+    names = [p for p, _ in SCHEMES[scheme]]
+    extra = sorted(set(polys["part"].dropna()) - set(names))
+    if extra:
+        raise InputError(f"split: the reference's own split has part(s) {extra}, which scheme {scheme} does not use (parts: "
+                         f"{', '.join(names)}); set split.scheme: 64/16/20 for train/validation/test")
+
+
+def given_split(polys: pd.DataFrame, scheme: str, small_class: str) -> pd.DataFrame:
+    """The user's own split (the reference's ``part`` column): one run; a class without a polygon in a part
+    the scheme needs raises or is dropped (logged), like a small class."""
+    names = [p for p, _ in SCHEMES[scheme]]
+    polys = polys[polys["part"].notna()]
+    check_parts(polys, scheme)
+    have = polys.groupby("code")["part"].agg(set)
+    lacking = {int(c): sorted(set(names) - s) for c, s in have.items() if set(names) - s}
+    if lacking:
+        detail = ", ".join(f"class {c}: no {'/'.join(m)} polygon" for c, m in sorted(lacking.items()))
+        if small_class == "error":
+            raise StepError(f"split: {len(lacking)} class(es) lack a part in the reference's own split ({detail}); give them "
+                            "polygons in every part, or set split.small_class: drop to leave them out")
+        log.warning("split: dropping class(es) missing from a part of the reference's own split (%s); they will not be mapped", detail)
+        polys = polys[~polys["code"].isin(list(lacking))]
+    if polys.empty:
+        raise StepError("split: no class left to train on")
+    return pd.DataFrame({"poly_id": polys["poly_id"].to_numpy(), "code": polys["code"].to_numpy(), "run": 0,
+                         "part": polys["part"].to_numpy()})
+
+
 def make_splits(polys: pd.DataFrame, scheme: str, runs: int, seed: int, min_polygons: int, small_class: str) -> pd.DataFrame:
-    """A table poly_id, code, run, part for every run; small classes raise or are dropped (logged)."""
+    """A table poly_id, code, run, part for every run; small classes raise or are dropped (logged). A reference
+    with its own ``part`` column gives the split itself (one run)."""
+    if "part" in polys.columns:
+        return given_split(polys, scheme, small_class)
     small = small_classes(polys["code"], scheme, min_polygons)
     if small:
         detail = ", ".join(f"class {c}: {n} polygon(s)" for c, n in sorted(small.items()))

@@ -18,16 +18,47 @@ from chain.grid import GridSpec
 log = logging.getLogger(__name__)
 
 
+# what users write in a split field, and the part it means
+PART_NAMES = {"train": "train", "training": "train", "learn": "train", "learning": "train", "validation": "validation",
+              "valid": "validation", "val": "validation", "validate": "validation", "test": "test", "testing": "test"}
+
+
 def read_reference(ref: ReferenceInput, grid: GridSpec) -> gpd.GeoDataFrame:
-    """Polygons with columns ``poly_id``, ``code``, ``name``, ``geometry`` in the grid's CRS.
+    """Polygons with columns ``poly_id``, ``code``, ``name``, ``geometry`` in the grid's CRS (and ``part``
+    when the user gives the split: ``split_field`` or ``validation_path``).
 
     Raises InputMissingError / InputError with the file and the fix in the message.
     """
-    path = ref.path
+    out = _read_polygons(ref, ref.path, "inputs.reference.path", grid)
+    if ref.split_field:
+        out["part"] = _parts(out.pop("given_part"), ref)
+        unused = out["part"].isna()
+        if unused.any():
+            log.warning("%s: %d polygon(s) have no part in field %r and are not used", ref.path, int(unused.sum()), ref.split_field)
+            out = out[~unused]
+    elif ref.validation_path is not None:
+        val = _read_polygons(ref, ref.validation_path, "inputs.reference.validation_path", grid)
+        val["poly_id"] += int(out["poly_id"].max()) + 1
+        out = gpd.GeoDataFrame(pd.concat([out.assign(part="train"), val.assign(part="validation")], ignore_index=True), crs=out.crs)
+    return resolve_overlaps(out.reset_index(drop=True), str(ref.path), abs(grid.res[0] * grid.res[1]))
+
+
+def _parts(values: pd.Series, ref: ReferenceInput) -> pd.Series:
+    text = values.astype("string").str.strip().str.lower()
+    parts = text.map(PART_NAMES)
+    bad = text.notna() & (text != "") & parts.isna()
+    if bad.any():
+        found = text[bad].value_counts().head(5).to_dict()
+        raise InputError(f"reference polygons {str(ref.path)!r}: field {ref.split_field!r} (inputs.reference.split_field) must say "
+                         f"train, validation or test; {int(bad.sum())} polygon(s) do not: {found}")
+    return parts.astype(object).where(parts.notna(), None)
+
+
+def _read_polygons(ref: ReferenceInput, path: Any, key: str, grid: GridSpec) -> gpd.GeoDataFrame:
     if not path.exists():
-        raise InputMissingError(f"inputs.reference.path: {str(path)!r} does not exist (expected a GPKG, GeoJSON or Shapefile of polygons)")
+        raise InputMissingError(f"{key}: {str(path)!r} does not exist (expected a GPKG, GeoJSON or Shapefile of polygons)")
     try:
-        gdf = gpd.read_file(path, layer=ref.layer, engine="pyogrio")
+        gdf = gpd.read_file(path, layer=ref.layer if path == ref.path else None, engine="pyogrio")
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise InputError(f"reference polygons {str(path)!r} cannot be read ({exc})") from None
     if len(gdf) == 0:
@@ -38,9 +69,10 @@ def read_reference(ref: ReferenceInput, grid: GridSpec) -> gpd.GeoDataFrame:
             f"reference polygons {str(path)!r} have no field {ref.class_field!r} (inputs.reference.class_field); "
             f"fields found: {fields}"
         )
-    if ref.name_field and ref.name_field not in gdf.columns:
-        fields = [c for c in gdf.columns if c != "geometry"]
-        raise InputError(f"reference polygons {str(path)!r} have no field {ref.name_field!r} (inputs.reference.name_field); fields found: {fields}")
+    for label, name in (("name_field", ref.name_field), ("split_field", ref.split_field)):
+        if name and name not in gdf.columns and not (label == "split_field" and path != ref.path):
+            fields = [c for c in gdf.columns if c != "geometry"]
+            raise InputError(f"reference polygons {str(path)!r} have no field {name!r} (inputs.reference.{label}); fields found: {fields}")
     if gdf.crs is None:
         raise InputError(f"reference polygons {str(path)!r} have no CRS; define it (e.g. in QGIS: Layer > Set CRS) and save again")
 
@@ -64,6 +96,7 @@ def read_reference(ref: ReferenceInput, grid: GridSpec) -> gpd.GeoDataFrame:
             "poly_id": np.arange(len(gdf), dtype=np.int32),
             "code": codes.astype(np.int32).to_numpy(),
             "name": gdf[ref.name_field].astype(str).to_numpy() if ref.name_field else codes.astype(int).astype(str).to_numpy(),
+            **({"given_part": gdf[ref.split_field].to_numpy()} if ref.split_field and ref.split_field in gdf.columns else {}),
         },
         geometry=geoms.to_numpy(),
         crs=gdf.crs,
@@ -93,7 +126,7 @@ def read_reference(ref: ReferenceInput, grid: GridSpec) -> gpd.GeoDataFrame:
     if not inside.all():
         log.warning("%s: %d polygon(s) outside the scene ignored", path, int((~inside).sum()))
         out = out[inside]
-    return resolve_overlaps(out.reset_index(drop=True), str(path), abs(grid.res[0] * grid.res[1]))
+    return out.reset_index(drop=True)
 
 
 def resolve_overlaps(gdf: gpd.GeoDataFrame, where: str, pixel_area: float) -> gpd.GeoDataFrame:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from chain import products
 from chain.atomic import atomic_path
+from chain.errors import ConfigError
 from chain.params import From, StepParams
 from chain.runner import Context, Step
 
@@ -22,14 +23,23 @@ class Split(Step):
     Params = SplitParams
 
     def check(self, ctx: Context) -> None:
-        from chain.split import make_splits, small_classes
+        from chain.split import check_parts, make_splits, small_classes
 
         # fail before any heavy work when a class cannot be split
         s = ctx.cfg.split
-        if s.small_class == "error":
-            _, polys = products.preflight(ctx)
-            if small_classes(polys["code"], s.scheme, s.min_polygons_per_class):
-                make_splits(polys, s.scheme, 1, ctx.cfg.seed, s.min_polygons_per_class, s.small_class)
+        ref = ctx.cfg.inputs.reference
+        if (ref.split_field or ref.validation_path) and s.runs != 1:
+            raise ConfigError(f"split.runs is {s.runs} but the reference gives its own split "
+                              f"(inputs.reference.{'split_field' if ref.split_field else 'validation_path'}): that is one run; "
+                              "set split.runs: 1")
+        if ref.validation_path and s.scheme != "30/70":
+            raise ConfigError("inputs.reference.validation_path makes the split train (the reference) + validation (that file), "
+                              "scheme 30/70; for train/validation/test give inputs.reference.split_field instead")
+        _, polys = products.preflight(ctx)
+        if "part" in polys.columns:
+            check_parts(polys, s.scheme)
+        if s.small_class == "error" and ("part" in polys.columns or small_classes(polys["code"], s.scheme, s.min_polygons_per_class)):
+            make_splits(polys, s.scheme, 1, ctx.cfg.seed, s.min_polygons_per_class, s.small_class)
 
     def outputs(self, ctx: Context) -> list[Path]:
         return [ctx.paths.split]

@@ -330,6 +330,13 @@ CASES = [
     C("reference-points", polygons(_points), 3, ("Point", "only polygons")),
     C("reference-garbage", both(raw(_garbage("scene/bad.gpkg", b"not a geopackage")),
                                 cfg_set(inputs__reference__path="scene/bad.gpkg")), 3, ("cannot be read", "bad.gpkg")),
+    C("split-field-missing", cfg_set(inputs__reference__split_field="set"), 3, ("no field 'set'", "inputs.reference.split_field")),
+    C("split-field-and-file", cfg_set(inputs__reference__split_field="set", inputs__reference__validation_path="v.gpkg"), 2,
+      ("split_field or validation_path, not both",)),
+    C("split-field-values", both(polygons(lambda g: g.assign(set="holdout")), cfg_set(inputs__reference__split_field="set")), 3,
+      ("must say train, validation or test", "'holdout'")),
+    C("validation-file-missing", cfg_set(inputs__reference__validation_path="nowhere.gpkg"), 3,
+      ("inputs.reference.validation_path", "does not exist")),
     C("small-class-error", cfg_set(split__small_class="error"), 1, ("fewer than", "small_class")),
     # ---- the rasters ---------------------------------------------------------------------------------
     C("s2-path-missing", cfg_set(inputs__s2__path="scene/nowhere"), 3, ("inputs.s2.path", "does not exist")),

@@ -77,6 +77,19 @@ def test_undefined_placeholder_names_the_key(tmp_path):
         config.load(_write(tmp_path, {**MINIMAL, "workdir": "out/${year}"}))
 
 
+def test_paths_can_use_environment_variables(tmp_path, monkeypatch):
+    data = {**MINIMAL, "workdir": "${env:CHAIN_TEST_OUT}/${year}", "vars": {"year": 2021},
+            "inputs": {**MINIMAL["inputs"], "s2": {"path": "${env:CHAIN_TEST_DATA}/s2"}}}
+    path = _write(tmp_path, data)
+    monkeypatch.setenv("CHAIN_TEST_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CHAIN_TEST_OUT", str(tmp_path / "out"))
+    cfg = config.load(path)
+    assert cfg.inputs.s2.path == tmp_path / "data" / "s2" and cfg.workdir == tmp_path / "out" / "2021"
+    monkeypatch.delenv("CHAIN_TEST_DATA")
+    with pytest.raises(ConfigError, match=r"key 'inputs.s2.path': environment variable CHAIN_TEST_DATA is not set"):
+        config.load(path)
+
+
 def test_set_addresses_integer_keys_and_colours_are_checked(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("workdir: w\ninputs: {s2: {path: s2}, reference: {path: r.gpkg}}\n"

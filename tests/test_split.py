@@ -51,3 +51,56 @@ def test_three_way_scheme_needs_three_polygons_and_gives_each_part_one():
         make_splits(polys, "64/16/20", 1, 0, 2, "error")
     t = make_splits(_polys({1: 3}), "64/16/20", 1, 0, 2, "error")
     assert sorted(t["part"]) == ["test", "train", "validation"]
+
+
+def _own_split(ref_path):
+    """Alternate the polygons of each class between train and validation (as a user's own split would)."""
+    import geopandas as gpd
+
+    g = gpd.read_file(ref_path)
+    g["set"] = ["Train" if i % 2 == 0 else "validation" for i in g.groupby("code").cumcount()]
+    return g
+
+
+def test_the_references_own_split_field_or_validation_file_is_used(make_config):
+    import json
+
+    import geopandas as gpd
+
+    from chain import config
+    from chain.errors import ConfigError, InputError
+    from chain.runner import run_pipeline
+
+    path = make_config("own", split={"small_class": "drop"})
+    scene = path.parent / "scene"
+    g = _own_split(scene / "reference.gpkg")
+    g.to_file(scene / "with_set.gpkg", driver="GPKG")
+    g[g["set"] == "Train"].drop(columns="set").to_file(scene / "train.gpkg", driver="GPKG")
+    g[g["set"] != "Train"].drop(columns="set").to_file(scene / "val.gpkg", driver="GPKG")
+
+    by_field = config.load(path, ["inputs.reference.path=scene/with_set.gpkg", "inputs.reference.split_field=set",
+                                  "workdir=work_field"])
+    run_pipeline(by_field, to_step="validate")
+    table = pd.read_csv(by_field.workdir / "split" / "split.csv")
+    ref = gpd.read_file(by_field.workdir / "ingest" / "reference.gpkg")
+    expected = dict(zip(ref["poly_id"], ref["part"], strict=True))
+    assert set(table["run"]) == {0} and len(table) > 10
+    assert all(expected[i] == p for i, p in zip(table["poly_id"], table["part"], strict=True))
+    assert set(table["part"]) == {"train", "validation"}  # "Train" read as train
+
+    by_file = config.load(path, ["inputs.reference.path=scene/train.gpkg", "inputs.reference.validation_path=scene/val.gpkg",
+                                 "workdir=work_file"])
+    run_pipeline(by_file, to_step="validate")
+    m_field = json.loads((by_field.workdir / "final" / "metrics.json").read_text())
+    m_file = json.loads((by_file.workdir / "final" / "metrics.json").read_text())
+    # the same polygons in the same parts: the same validation pixels
+    assert m_field["runs"][0]["n_pixels"] == m_file["runs"][0]["n_pixels"] > 0
+
+    with pytest.raises(ConfigError, match="set split.runs: 1"):
+        run_pipeline(config.load(path, ["inputs.reference.path=scene/with_set.gpkg", "inputs.reference.split_field=set",
+                                        "split.runs=3", "workdir=work_bad"]))
+    g.loc[0, "set"] = "holdout"
+    g.to_file(scene / "bad_set.gpkg", driver="GPKG")
+    with pytest.raises(InputError, match="'holdout': 1"):
+        run_pipeline(config.load(path, ["inputs.reference.path=scene/bad_set.gpkg", "inputs.reference.split_field=set",
+                                        "workdir=work_bad2"]))
