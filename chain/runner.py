@@ -409,7 +409,8 @@ def run_pipeline(
                         log.info("%-14s %s", name, "off" if off else "up to date")
                     continue
                 if dry_run:
-                    reports.append(StepReport(name, "would run" if step.enabled(ctx) else "off", d.reason))
+                    on = step.enabled(ctx)
+                    reports.append(StepReport(name, "would run" if on else "off", d.reason if on else None))
                     continue
                 mark_stale(workdir, name, d.reason)
                 reports.append(_run_step(step, ctx, d))
