@@ -27,7 +27,8 @@ def cached_model(folder: Path, engine: str = "compiled", threads: int = 1, spec:
 
     key = (str(folder), (folder / "manifest.json").stat().st_mtime_ns, engine, threads, tuple(spec.names) if spec else ())
     if key not in _models:
-        _models.clear()
+        for old in [k for k in _models if k[0] == key[0]]:  # another version of this folder's model: stale
+            del _models[old]
         # dask runs one tile per thread: a compiled forest walks each tile serially (threads=1)
         _models[key] = models.load(folder, engine, threads, spec=spec, cat=cat)
     return _models[key]
@@ -94,6 +95,29 @@ def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, 
         write_tile(proba_path(out_dir, tile), proba, cat.grid, tile.window, CONF_NODATA)
     write_tile(conf_path, conf, cat.grid, tile.window, CONF_NODATA)
     write_tile(class_path, labels, cat.grid, tile.window, CLASS_NODATA)  # written last: marks the tile done
+    return tile.id
+
+
+def tile_done(out_dir: Path, tile: Tile, probabilities: bool, validity: bool) -> bool:
+    """Every file ``classify_tile`` writes for ``tile`` into ``out_dir`` exists (the class tile, last, marks it done)."""
+    extra = ([proba_path(out_dir, tile)] if probabilities else []) + ([validity_path(out_dir, tile)] if validity else [])
+    return all(p.exists() for p in [*tile_paths(out_dir, tile), *extra])
+
+
+def classify_tile_runs(tile: Tile, cat: Catalog, spec: FeatureSpec, runs: list[tuple[Path, Path, bool]],
+                       probabilities: bool = False, engine: str = "compiled", threads: int = 1) -> str:
+    """``classify_tile`` for every run's (model folder, output folder, write validity) not yet done for ``tile``.
+
+    The tile's features are read and gap-filled once and shared by every run's model
+    (``features.reused_reads``): with 5 runs, the reading and gap-filling is paid once, not 5 times.
+    A run already done for this tile (a resumed step) is skipped, so per-tile resume stays exact.
+    """
+    from chain.features import reused_reads
+
+    with reused_reads():
+        for model_dir, out_dir, validity in runs:
+            if not tile_done(out_dir, tile, probabilities, validity):
+                classify_tile(tile, cat, spec, model_dir, out_dir, probabilities, engine, threads, validity)
     return tile.id
 
 

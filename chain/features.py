@@ -10,6 +10,9 @@ pixels it does not cover (``SourceBlock.usable``).
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +62,38 @@ def mappable(values: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
     return (n_valid > 0) & finite_everywhere(values)
 
 
+_reuse = threading.local()  # per thread: dask runs one tile per worker thread
+
+
+@contextmanager
+def reused_reads() -> Iterator[None]:
+    """Inside, ``compute_features`` computes a window once and gives the same block to every later caller.
+
+    Classify maps every run's model (and patch models read the same halo) from one read and one gap-fill
+    per tile: the block is shared read-only, and dropped when the tile's work leaves the context.
+    """
+    outer = getattr(_reuse, "blocks", None)
+    _reuse.blocks = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        if outer is None:
+            _reuse.blocks = None
+
+
 def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:
+    """Every source's features over ``window``, stacked in the spec's order (see the module docstring)."""
+    cache = getattr(_reuse, "blocks", None)
+    if cache is None:
+        return _compute_features(cat, spec, window)
+    key = (id(cat), spec, int(window.row_off), int(window.col_off), int(window.height), int(window.width))
+    if key not in cache:
+        cache[key] = _compute_features(cat, spec, window)
+        cache[key].values.flags.writeable = False  # shared by every model of the tile
+    return cache[key]
+
+
+def _compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:
     blocks: list[np.ndarray] = []
     n_valid: np.ndarray | None = None
     per_sensor: dict[str, np.ndarray] = {}

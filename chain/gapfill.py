@@ -31,6 +31,44 @@ def linear(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days:
     squeeze = values.ndim == 2
     if squeeze:
         values = values[:, None, :]
+    out = np.empty((len(out_days), values.shape[1], values.shape[2]), np.float32)
+    linear_into(values, valid, in_days, out_days, out.transpose(1, 0, 2))
+    return out[:, 0, :] if squeeze else out
+
+
+def linear_into(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days: np.ndarray, out: np.ndarray,
+                scale: float | None = None, offset: float = 0.0) -> None:
+    """``linear`` written into ``out`` (B, T_out, N) float32, band-major as the feature stack is, then
+    ``* scale + offset`` (float32) when ``scale`` is given: no temporaries of the series' size.
+
+    One compiled pass per pixel (numba): its valid dates, then each output date's neighbours by a walking
+    pointer, then every band. The float32 arithmetic is the same as the vectorised rule's
+    (``_linear_numpy``), so the results are identical bit for bit (tested).
+    """
+    T, B, N = values.shape
+    if valid.shape != (T, N):
+        raise ValueError(f"valid must have shape {(T, N)}, got {valid.shape}")
+    if out.shape != (B, len(out_days), N):
+        raise ValueError(f"out must have shape {(B, len(out_days), N)}, got {out.shape}")
+    in_days = np.asarray(in_days, dtype=np.int64)
+    out_days = np.asarray(out_days, dtype=np.int64)
+    if T == 0:
+        raise ValueError("no input date to gap-fill from")
+    if np.any(np.diff(in_days) <= 0):
+        raise ValueError("input dates must be strictly increasing")
+    if _linear_kernel is None:  # pragma: no cover - numba is a dependency
+        filled = _linear_numpy(values, valid, in_days, out_days).transpose(1, 0, 2)
+        out[...] = filled * np.float32(scale) + np.float32(offset) if scale is not None else filled
+        return
+    _linear_kernel(values, np.ascontiguousarray(valid), in_days, out_days, out, scale is not None,
+                   np.float32(1.0 if scale is None else scale), np.float32(offset))
+
+
+def _linear_numpy(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days: np.ndarray) -> np.ndarray:
+    """The vectorised rule (numpy), kept as the reference the compiled kernel is tested against."""
+    squeeze = values.ndim == 2
+    if squeeze:
+        values = values[:, None, :]
     T, B, N = values.shape
     if valid.shape != (T, N):
         raise ValueError(f"valid must have shape {(T, N)}, got {valid.shape}")
@@ -65,6 +103,53 @@ def linear(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days:
     out = vp + w[:, None, :] * (vn - vp)
     out[:, :, ~valid.any(axis=0)] = np.nan
     return out[:, 0, :] if squeeze else out
+
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency
+    njit = None  # type: ignore[assignment]
+
+_linear_kernel = None
+if njit is not None:
+
+    @njit(cache=True, nogil=True)
+    def _linear_kernel(values, valid, in_days, out_days, out, scaled, scale, offset):  # type: ignore[no-untyped-def]
+        T, B, N = values.shape
+        T_out = out_days.shape[0]
+        idx = np.empty(T, np.int64)
+        nan = np.float32(np.nan)
+        for n in range(N):
+            m = 0
+            for t in range(T):
+                if valid[t, n]:
+                    idx[m] = t
+                    m += 1
+            if m == 0:
+                for b in range(B):
+                    for j in range(T_out):
+                        out[b, j, n] = nan
+                continue
+            q = -1  # the last valid date <= the output date (index into idx), -1: none yet
+            for j in range(T_out):
+                d = out_days[j]
+                while q + 1 < m and in_days[idx[q + 1]] <= d:
+                    q += 1
+                if q >= 0:
+                    p = idx[q]
+                    # the first valid date >= d: p itself when it falls on d, else the next valid one
+                    nx = p if in_days[p] == d else (idx[q + 1] if q + 1 < m else p)
+                else:  # before the first valid date: replicate it
+                    p = idx[0]
+                    nx = p
+                dp = in_days[p]
+                span = in_days[nx] - dp
+                w = np.float32((d - dp) / np.float64(span)) if span > 0 else np.float32(0.0)
+                for b in range(B):
+                    vp = np.float32(values[p, b, n])
+                    vn = np.float32(values[nx, b, n])
+                    r = vp + w * (vn - vp)
+                    out[b, j, n] = r * scale + offset if scaled else r
 
 
 def spline(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days: np.ndarray) -> np.ndarray:

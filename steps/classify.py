@@ -35,23 +35,25 @@ class Classify(Step):
         return [ctx.paths.classified_tiles(r) for r in products.runs(ctx)]
 
     def run(self, ctx: Context) -> None:
-        from chain.classify import classify_tile, proba_path, tile_paths, validity_path
+        from chain.classify import classify_tile_runs, tile_done
         from chain.cluster import map_tiles
 
         cat, spec = products.catalog(ctx), products.spec(ctx)
         kind = models.model_type(ctx.cfg.model.type)
+        jobs = []
         for run in products.runs(ctx):
             folder = ctx.paths.model(run)
             kind.compatible(folder, ctx.cfg.model, spec, cat)  # fails early and clearly on a mismatching model
             out = ctx.paths.classified_tiles(run)
             out.mkdir(parents=True, exist_ok=True)
-            proba = ctx.cfg.classify.probabilities
-            validity = run == 0  # PixelsValidity does not depend on the run: written once
+            jobs.append((folder, out, run == 0))  # PixelsValidity does not depend on the run: written once, with run 0
+        proba = ctx.cfg.classify.probabilities
 
-            def is_done(t, out=out, proba=proba, validity=validity):  # type: ignore[no-untyped-def]
-                extra = ([proba_path(out, t)] if proba else []) + ([validity_path(out, t)] if validity else [])
-                return all(p.exists() for p in [*tile_paths(out, t), *extra])
+        def is_done(t):  # type: ignore[no-untyped-def]
+            return all(tile_done(out, t, proba, validity) for _, out, validity in jobs)
 
-            map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile, products.tiles(ctx), cat, spec, folder, out, proba,
-                      ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker, validity, is_done=is_done,
-                      key=f"classify-{run}-{ctx.signatures[self.name][:12]}", desc=f"classify: run {run}")
+        # one task per tile maps every run: the tile is read and gap-filled once for all of them
+        runs = f"{len(jobs)} runs" if len(jobs) > 1 else "run 0"
+        map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile_runs, products.tiles(ctx), cat, spec, jobs, proba,
+                  ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker, is_done=is_done,
+                  key=f"classify-{ctx.signatures[self.name][:12]}", desc=f"classify: {runs}")

@@ -93,3 +93,30 @@ def test_spline_follows_the_otb_rule_per_pixel():
         np.testing.assert_allclose(out[:, n], expected, rtol=1e-5, atol=1e-5)
     # through a valid observation, every method returns it
     assert np.allclose(spline(values, np.ones_like(valid), days, days), values, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_compiled_kernel_is_bit_identical_to_the_vectorised_rule(dtype):
+    """The numba pass (chain.gapfill.linear_into) against the numpy rule, edges, all-cloudy and all-clear pixels,
+    output dates before, between, on and after the input dates; with and without the reflectance scale."""
+    from chain.gapfill import _linear_numpy, linear_into
+
+    rng = np.random.default_rng(7)
+    T, B, N = 30, 4, 4000
+    values = rng.integers(-10000, 15000, (T, B, N)).astype(dtype)
+    if dtype == np.float32:
+        values *= np.float32(1e-4)
+    valid = rng.random((T, N)) < rng.uniform(0.05, 0.95, N)  # every pixel its own cloudiness
+    valid[:, :20], valid[:, 20:40] = False, True
+    valid[:, 40:60] = False
+    valid[rng.integers(0, T, 20), np.arange(40, 60)] = True  # a single clear date
+    in_days = np.sort(rng.choice(np.arange(1, 365), T, replace=False))
+    out_days = np.r_[in_days[:3], np.arange(-20, 390, 9)]
+    out_days = np.unique(out_days)
+    ref = _linear_numpy(values, valid, in_days, out_days)
+    np.testing.assert_array_equal(linear(values, valid, in_days, out_days), ref)
+    out = np.empty((B, len(out_days), N), np.float32)
+    linear_into(values, valid, in_days, out_days, out, scale=1e-4, offset=-0.1)
+    np.testing.assert_array_equal(out, (ref * np.float32(1e-4) + np.float32(-0.1)).transpose(1, 0, 2))
+    seen = valid.any(axis=0)
+    assert np.isnan(out[:, :, ~seen]).all() and np.isfinite(out[:, :, seen]).all() and not seen[:20].any()

@@ -124,8 +124,30 @@ def test_resume_after_crash_gives_identical_map(make_config, monkeypatch, done_r
                                   _read(ref_cfg.workdir / "final" / "Classif_Seed_0.tif"))
 
 
-def test_same_seed_same_map_and_several_runs(make_config, done_run):
+def test_same_seed_same_map_and_several_runs(make_config, done_run, monkeypatch):
+    import chain.features as features_mod
+
     cfg = config.load(make_config("runs", split={"runs": 2}))
+    run_pipeline(cfg, to_step="train")
+    real, reads = features_mod._compute_features, []
+
+    def counting(cat, spec, window):
+        reads.append((int(window.row_off), int(window.col_off)))
+        return real(cat, spec, window)
+
+    monkeypatch.setattr(features_mod, "_compute_features", counting)
+    run_pipeline(cfg, to_step="classify")
+    # one read and gap-fill per tile serves both runs' models
+    assert len(reads) == 4 and len(set(reads)) == 4
+    # a tile lost by one run alone: only that tile is read again, and only that run's files are rewritten
+    tiles0, tiles1 = cfg.workdir / "classify" / "run_0", cfg.workdir / "classify" / "run_1"
+    lost = sorted(tiles1.glob("*_class.tif"))[1]
+    before = {p.name: p.stat().st_mtime_ns for p in tiles0.glob("*.tif")}
+    lost.unlink()
+    reads.clear()
+    run_pipeline(cfg, to_step="classify")
+    assert len(reads) == 1 and lost.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in tiles0.glob("*.tif")} == before
     run_pipeline(cfg)
     ref_cfg, _ = done_run
     final = cfg.workdir / "final"

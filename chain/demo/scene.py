@@ -153,7 +153,7 @@ def write_geotiff(path: Path, arr: np.ndarray, transform: Affine, nodata: float 
 
 def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
              layout: str = "folders", s1: bool = False, spot: str = "none", s2_tiles: int = 1, landsat: bool = False,
-             difficulty: str = "normal") -> Path:
+             difficulty: str = "normal", cloud_share: float | None = None) -> Path:
     """Write the demo scene under ``out`` (see the module docstring); returns ``out``.
 
     ``layout``: "folders" (one folder per date), "theia" / "sen2cor" (L2A product folders) or
@@ -164,6 +164,7 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     ``s1`` a Sentinel-1 series in ``s1/``; ``landsat`` a Landsat 8/9 series in ``landsat/``.
     ``difficulty="hard"``: a scene that tells models apart (see ``harden``): the normal scene's draws are
     kept, and the hardening draws from its own generator.
+    ``cloud_share``: the mean share of cloudy pixels per date (benches: e.g. 0.3); None keeps the demo's own clouds.
     """
     from chain.demo import s2 as s2_writer
 
@@ -176,6 +177,7 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     hard = np.random.default_rng([seed, 3]) if difficulty == "hard" else None
     if hard is not None:
         harden(scene, hard)
+    scene.cloud_share = cloud_share
     dates = acquisition_dates(rng, n_dates, year)
     for date in dates:
         refl, mask = observe(scene, rng, date.timetuple().tm_yday)
@@ -237,6 +239,7 @@ class Scene:
     t10: Affine
     t20: Affine
     hard: bool = False  # demo.difficulty: hard (see harden)
+    cloud_share: float | None = None  # mean cloudy share per date, when set (benches)
 
 
 def make_scene(rng: np.random.Generator, size_px: int, n_fields: int) -> Scene:
@@ -295,7 +298,9 @@ def observe(scene: Scene, rng: np.random.Generator, doy: int) -> tuple[np.ndarra
     if scene.hard:  # a 10 m pixel at a field border sees both fields
         refl = ndimage.gaussian_filter(refl, sigma=(0.5, 0.5, 0))
     kind = rng.random()
-    if scene.hard:  # more clouds: fewer clear dates, more heavily clouded ones
+    if scene.cloud_share is not None:  # a set mean share: a fifth of the dates clear, the others around it
+        coverage = 0.0 if kind < 0.2 else min(0.95, rng.uniform(0.4, 1.6) * scene.cloud_share / 0.8)
+    elif scene.hard:  # more clouds: fewer clear dates, more heavily clouded ones
         coverage = 0.0 if kind < 0.3 else rng.uniform(0.05, 0.35) if kind < 0.75 else rng.uniform(0.3, 0.8)
     else:
         coverage = 0.0 if kind < 0.4 else rng.uniform(0.02, 0.3) if kind < 0.8 else rng.uniform(0.3, 0.8)

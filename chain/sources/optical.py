@@ -321,16 +321,23 @@ class OpticalSeries(Source):
         (group,) = groups
         raw, valid = self.read_series(grid, window)
         T, B, h, w = raw.shape
-        filled = gapfill.fill(raw.reshape(T, B, h * w), valid.reshape(T, h * w), self.dates, list(group.dates), method)
-        if not self.per_product_reflectance():  # else already reflectance (offsets differ between products)
-            filled = filled * np.float32(self.scale) + np.float32(self.offset)  # (T_out, B, N) reflectance
-        bands = {name: filled[:, i, :] for i, name in enumerate(self.bands)}
+        T_out = len(group.dates)
+        # the stack is written in place, band-major as the group's names: bands (B, T_out), then the indices
+        values = np.empty((len(group.channels), T_out, h * w), np.float32)
+        # else already reflectance (offsets differ between products)
+        scale = None if self.per_product_reflectance() else self.scale
+        series, ok = raw.reshape(T, B, h * w), valid.reshape(T, h * w)
+        if method == "linear":  # the compiled kernel: no temporaries of the series' size
+            gapfill.linear_into(series, ok, gapfill.to_days(self.dates), gapfill.to_days(list(group.dates)), values[:B], scale,
+                                self.offset)
+        else:
+            filled = gapfill.fill(series, ok, self.dates, list(group.dates), method).transpose(1, 0, 2)
+            values[:B] = filled * np.float32(scale) + np.float32(self.offset) if scale is not None else filled
+        bands = {name: values[i] for i, name in enumerate(self.bands)}  # (T_out, N) reflectance
         common = dict(self.common)
         named = {common.get(b, b): v for b, v in bands.items()}
-        blocks = [filled.transpose(1, 0, 2)]  # (B, T_out, N): band-major, as the group's names
-        for channel in group.channels[len(self.bands):]:
+        for c, channel in enumerate(group.channels[len(self.bands):], start=B):
             needed, fn = INDICES[channel.lower()]
-            blocks.append(fn({k: named[k] for k in needed} if needed else bands)[None])
-        values = np.concatenate(blocks, axis=0).reshape(-1, h, w)
+            values[c] = fn({k: named[k] for k in needed} if needed else bands)
         count = valid.sum(axis=0).astype(np.uint16)
-        return SourceBlock(values.astype(np.float32, copy=False), count, {self.clear_band: count})
+        return SourceBlock(values.reshape(-1, h, w), count, {self.clear_band: count})
