@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,20 @@ def _with_gdal_env(fn: Callable[..., Any], gdal_cache_mb: int, tile: Tile, *args
     raise failed  # outside the handler: no new context is attached
 
 
+def _log_spread(client: Client, futures: list[Any], desc: str, counts: dict[str, Any]) -> None:
+    """Which worker computed how many tiles (where each result lives): the work must spread over the workers
+    (a cluster's jobs included); a line in the log, and ``counts["workers"]``."""
+    try:
+        where = client.who_has(futures)
+    except Exception:  # noqa: BLE001 - a report only: never fail a finished step for it
+        return
+    spread = Counter(addrs[0] for addrs in where.values() if addrs)
+    counts["workers"] = dict(spread)
+    if len(futures) > 1:
+        log.info("%s: %d tile(s) computed on %d worker(s): %s", desc, len(futures), len(spread),
+                 ", ".join(str(n) for n in sorted(spread.values(), reverse=True)))
+
+
 def map_tiles(
     client: Client,
     cfg: ClusterConfig,
@@ -183,14 +198,14 @@ def map_tiles(
     is_done: Callable[[Tile], bool],
     key: str,
     desc: str,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Run ``fn(tile, *args)`` for each tile not ``is_done``; every tile writes its own atomic outputs.
 
     Dask keys derive from ``key`` and the tile id, so they are deterministic. Failed tasks are retried
     ``cfg.retries`` times; the first error that persists is raised after the other tasks are cancelled.
     """
     todo = [t for t in tiles if not is_done(t)]
-    counts = {"tiles": len(tiles), "done_before": len(tiles) - len(todo), "computed": 0}
+    counts: dict[str, Any] = {"tiles": len(tiles), "done_before": len(tiles) - len(todo), "computed": 0}
     if counts["done_before"]:
         log.info("%s: %d of %d tile(s) already done, resuming", desc, counts["done_before"], len(tiles))
     if not todo:
@@ -205,6 +220,7 @@ def map_tiles(
                 fut.result()
                 counts["computed"] += 1
                 bar.update()
+        _log_spread(client, futures, desc, counts)
     finally:
         for f in futures:
             if not f.done():

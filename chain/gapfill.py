@@ -113,43 +113,79 @@ except ImportError:  # pragma: no cover - numba is a dependency
 _linear_kernel = None
 if njit is not None:
 
+    # pixels per pass: the chunk's neighbour tables and band rows stay in L1/L2 (measured on a 512² tile of 36 dates x
+    # 10 bands: 128-256 px 0.27-0.29 s, 1024 px 0.40 s, 4096 px 0.41 s)
+    _CHUNK = 256
+
     @njit(cache=True, nogil=True)
     def _linear_kernel(values, valid, in_days, out_days, out, scaled, scale, offset):  # type: ignore[no-untyped-def]
+        """Per chunk of pixels: first each pixel's neighbours and weight for every output date (its valid
+        dates walked once), then band by band: the chunk's rows of the band copied to a float32 buffer (the
+        series' rows lie a multiple of 4 KiB apart, so reading them in place thrashes the cache sets), then
+        date by date, a pass over the chunk's pixels."""
         T, B, N = values.shape
         T_out = out_days.shape[0]
         idx = np.empty(T, np.int64)
+        prev = np.empty((T_out, _CHUNK), np.int64)
+        nxt = np.empty((T_out, _CHUNK), np.int64)
+        weight = np.empty((T_out, _CHUNK), np.float32)
+        empty = np.empty(_CHUNK, np.bool_)
+        buf = np.empty((T, _CHUNK), np.float32)
         nan = np.float32(np.nan)
-        for n in range(N):
-            m = 0
-            for t in range(T):
-                if valid[t, n]:
-                    idx[m] = t
-                    m += 1
-            if m == 0:
-                for b in range(B):
+        for c0 in range(0, N, _CHUNK):
+            L = min(_CHUNK, N - c0)
+            for k in range(L):
+                n = c0 + k
+                m = 0
+                for t in range(T):
+                    if valid[t, n]:
+                        idx[m] = t
+                        m += 1
+                empty[k] = m == 0
+                if m == 0:
                     for j in range(T_out):
-                        out[b, j, n] = nan
-                continue
-            q = -1  # the last valid date <= the output date (index into idx), -1: none yet
-            for j in range(T_out):
-                d = out_days[j]
-                while q + 1 < m and in_days[idx[q + 1]] <= d:
-                    q += 1
-                if q >= 0:
-                    p = idx[q]
-                    # the first valid date >= d: p itself when it falls on d, else the next valid one
-                    nx = p if in_days[p] == d else (idx[q + 1] if q + 1 < m else p)
-                else:  # before the first valid date: replicate it
-                    p = idx[0]
-                    nx = p
-                dp = in_days[p]
-                span = in_days[nx] - dp
-                w = np.float32((d - dp) / np.float64(span)) if span > 0 else np.float32(0.0)
-                for b in range(B):
-                    vp = np.float32(values[p, b, n])
-                    vn = np.float32(values[nx, b, n])
-                    r = vp + w * (vn - vp)
-                    out[b, j, n] = r * scale + offset if scaled else r
+                        prev[j, k] = 0
+                        nxt[j, k] = 0
+                        weight[j, k] = 0
+                    continue
+                q = -1  # the last valid date <= the output date (index into idx), -1: none yet
+                for j in range(T_out):
+                    d = out_days[j]
+                    while q + 1 < m and in_days[idx[q + 1]] <= d:
+                        q += 1
+                    if q >= 0:
+                        p = idx[q]
+                        # the first valid date >= d: p itself when it falls on d, else the next valid one
+                        nx = p if in_days[p] == d else (idx[q + 1] if q + 1 < m else p)
+                    else:  # before the first valid date: replicate it
+                        p = idx[0]
+                        nx = p
+                    dp = in_days[p]
+                    span = in_days[nx] - dp
+                    prev[j, k] = p
+                    nxt[j, k] = nx
+                    weight[j, k] = np.float32((d - dp) / np.float64(span)) if span > 0 else np.float32(0.0)
+            for b in range(B):
+                for t in range(T):
+                    src = values[t, b]
+                    for k in range(L):
+                        buf[t, k] = np.float32(src[c0 + k])
+                for j in range(T_out):
+                    row = out[b, j]
+                    pj, nj, wj = prev[j], nxt[j], weight[j]
+                    if scaled:
+                        for k in range(L):
+                            vp, vn = buf[pj[k], k], buf[nj[k], k]
+                            row[c0 + k] = (vp + wj[k] * (vn - vp)) * scale + offset
+                    else:
+                        for k in range(L):
+                            vp, vn = buf[pj[k], k], buf[nj[k], k]
+                            row[c0 + k] = vp + wj[k] * (vn - vp)
+            for k in range(L):
+                if empty[k]:
+                    for b in range(B):
+                        for j in range(T_out):
+                            out[b, j, c0 + k] = nan
 
 
 def spline(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days: np.ndarray) -> np.ndarray:

@@ -23,12 +23,16 @@ def _read(path):
         return src.read(1)
 
 
-def test_tiny_chain_runs_on_slurm_and_matches_local(slurm, make_config):
+def test_tiny_chain_runs_on_slurm_and_matches_local(slurm, make_config, caplog):
     cluster = {"type": "slurm", "n_workers": 2, "threads_per_worker": 1, "memory_limit": "1GiB", "walltime": "00:15:00",
                "host": "127.0.0.1", "startup_timeout_s": 120, "queue": "debug"}
     cfg = config.load(make_config("slurm", cluster=cluster))
-    reports = run_pipeline(cfg)
+    with caplog.at_level("INFO", logger="chain.cluster"):
+        reports = run_pipeline(cfg)
     assert {r.action for r in reports} == {"ran", "off"}
+    # the per-tile work spreads over both worker jobs (4 tiles: 2 + 2, or 3 + 1)
+    spread = [r.getMessage() for r in caplog.records if "tile(s) computed on" in r.getMessage()]
+    assert spread and sum("on 2 worker(s)" in m for m in spread) >= len(spread) - 1, spread
     logs = list((cfg.workdir / "logs" / "jobs").glob("*.err"))
     assert logs, "no SLURM job log: the workers did not run as SLURM jobs"
     local = config.load(make_config("local"))

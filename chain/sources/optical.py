@@ -97,9 +97,46 @@ def _covers(outer: tuple[float, float, float, float], inner: tuple[float, float,
 
 
 def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) / (a + b) in float32, 0 where a + b is 0 (NaN stays NaN)."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if _nd_kernel is not None and a.flags.c_contiguous and b.flags.c_contiguous and a.shape == b.shape:
+        out = np.empty(a.shape, np.float32)
+        _nd_kernel(a.ravel(), b.ravel(), out.ravel())  # one pass, no temporaries: the same float32 operations
+        return out
     s = a + b
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(s != 0, (a - b) / s, 0.0).astype(np.float32)
+
+
+def _brightness(bands: dict[str, np.ndarray]) -> np.ndarray:
+    """sqrt of the sum of the squared bands (float32, summed in the bands' order)."""
+    arrays = [np.asarray(v, np.float32) for v in bands.values()]
+    if _sq_kernel is not None and all(v.flags.c_contiguous and v.shape == arrays[0].shape for v in arrays):
+        acc = np.zeros(arrays[0].shape, np.float32)
+        for v in arrays:
+            _sq_kernel(v.ravel(), acc.ravel())
+        return np.sqrt(acc, out=acc)
+    return np.sqrt(sum(v * v for v in arrays)).astype(np.float32)
+
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency
+    njit = None  # type: ignore[assignment]
+_nd_kernel = _sq_kernel = None
+if njit is not None:
+
+    @njit(cache=True, nogil=True)
+    def _nd_kernel(a, b, out):  # type: ignore[no-untyped-def]
+        zero = np.float32(0.0)
+        for i in range(a.shape[0]):
+            s = a[i] + b[i]
+            out[i] = (a[i] - b[i]) / s if s != zero else zero
+
+    @njit(cache=True, nogil=True)
+    def _sq_kernel(v, acc):  # type: ignore[no-untyped-def]
+        for i in range(v.shape[0]):
+            acc[i] += v[i] * v[i]
 
 
 # name -> (common band names it needs, None = every band; function of {common name or band: reflectance})
@@ -107,7 +144,7 @@ INDICES: dict[str, tuple[tuple[str, ...] | None, Callable[[dict[str, np.ndarray]
     "ndvi": (("nir", "red"), lambda b: _normalized_difference(b["nir"], b["red"])),
     # Gao's NDWI (NIR vs SWIR at 1.6 um), sensitive to vegetation water content, as in iota2's default features
     "ndwi": (("nir", "swir1"), lambda b: _normalized_difference(b["nir"], b["swir1"])),
-    "brightness": (None, lambda b: np.sqrt(sum(v * v for v in b.values())).astype(np.float32)),
+    "brightness": (None, _brightness),
 }
 
 
