@@ -99,6 +99,9 @@ class GapfillConfig(Section):
 class FeaturesConfig(Section):
     indices: list[Literal["ndvi", "ndwi", "brightness"]] = Field(default_factory=lambda: ["ndvi", "ndwi", "brightness"])  # type: ignore[arg-type]
     write_cube: bool = False
+    # zarr: every tile's features computed once into features/cube.zarr and read back by the steps after it
+    # (sample, compare_models, classify) instead of reading and gap-filling the series again; the values are the same
+    cache: Literal["none", "zarr"] = "none"
 
 
 class SplitConfig(Section):

@@ -94,6 +94,10 @@ def compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> Feature
 
 
 def _compute_features(cat: Catalog, spec: FeatureSpec, window: Window) -> FeatureBlock:
+    if spec.cache is not None:  # features.cache: zarr, the cube complete: read, not recomputed
+        from chain.cube import read_window
+
+        return read_window(spec.cache, spec, window)
     blocks: list[np.ndarray] = []
     n_valid: np.ndarray | None = None
     per_sensor: dict[str, np.ndarray] = {}

@@ -45,6 +45,15 @@ class Paths:
     def cube(self) -> Path:
         return self.root / "features" / "cube"
 
+    @property
+    def feature_cache(self) -> Path:
+        """The Zarr feature cube of ``features.cache: zarr`` (chain.cube); its tiles' markers beside it."""
+        return self.root / "features" / "cube.zarr"
+
+    @property
+    def feature_cache_tiles(self) -> Path:
+        return self.root / "features" / "cube.zarr.tiles"
+
     # ---- split, sample ----------------------------------------------------------------------------
     @property
     def split(self) -> Path:

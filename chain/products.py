@@ -80,10 +80,25 @@ def date_grids(ctx: Context) -> dict[str, dict[str, list[Any]]]:
 
 
 def spec(ctx: Context) -> FeatureSpec:
+    """The feature layout; with ``features.cache: zarr`` and the cube complete, it also names the cube, and every
+    window's features are then read from it (``chain.features.compute_features``)."""
+    import dataclasses
+
     from chain.spec import FeatureSpec
 
     result: FeatureSpec = ctx.memo("spec", lambda: FeatureSpec.from_dict(json.loads(ctx.paths.features.read_text())))
+    if ctx.cfg.features.cache == "zarr" and cube_ready(ctx):
+        result = dataclasses.replace(result, cache=str(ctx.paths.feature_cache))
     return result
+
+
+def cube_ready(ctx: Context) -> bool:
+    """The cube step finished with the signature it has now (so the cube holds the current features)."""
+    from chain.runner import read_record
+
+    rec = read_record(ctx.workdir, "cube")
+    return (rec is not None and rec.get("status") == "done" and "cube" in ctx.signatures
+            and rec.get("signature") == ctx.signatures["cube"] and ctx.paths.feature_cache.is_dir())
 
 
 def splits(ctx: Context) -> pd.DataFrame:

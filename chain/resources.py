@@ -12,9 +12,12 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 
 
 # a dask worker process with numpy, rasterio and the model code imported, before any tile
 WORKER_BASE_BYTES = 250 * 2**20
-# measured peak of compute_features (series read, gap-filled, indices): 20.7 bytes per pixel and
-# feature at 128 and 256 px tiles on the demo (247 features); classification adds little on top
-BYTES_PER_PIXEL_FEATURE = 24
+# peak of compute_features (series read, gap-filled, indices) per pixel and feature: the float32 block (4 B)
+# plus the raw series (int16 dates x bands; ~1.6 B per feature for 36 dates gap-filled every 10 days, up to ~4.5 B
+# when many dates are gap-filled onto few) plus small per-chunk buffers. Measured 6.0 B at 128 and 256 px tiles of
+# a 36-date series (455 features) since the compiled gap-filling (it was 20.7 B with the numpy rule's temporaries);
+# 12 B leaves room for the worst ratio and the model's working arrays
+BYTES_PER_PIXEL_FEATURE = 12
 
 
 def parse_bytes(text: str) -> int:

@@ -50,6 +50,8 @@ def series_group(source: str, label: str, channels: list[str], dates: list[dt.da
 class FeatureSpec:
     groups: tuple[FeatureGroup, ...]
     method: str = "linear"  # gap-filling method of every series
+    # the feature cube to read windows from (features.cache: zarr, once the cube step is done); not part of features.json
+    cache: str | None = None
 
     @property
     def names(self) -> list[str]:

@@ -12,7 +12,8 @@ from chain.runner import Context, Step
 
 
 class FeaturesParams(StepParams):
-    features: Annotated[dict[str, Any], From("features")]
+    # the cache holds the same values: switching it re-runs the cube step only
+    features: Annotated[dict[str, Any], From("features", exclude=("cache",))]
     gapfill_method: Annotated[str, From("gapfill.method")]
     cube_tile_size_px: Annotated[int | None, From("grid.tile_size_px", when=lambda cfg: cfg.features.write_cube)]
 

@@ -23,7 +23,7 @@ class Sample(Step):
     name = "sample"
     version = "2"  # samples in grid order, capped per polygon whatever the tiling
     requires = ("features",)
-    after = ("split",)
+    after = ("split", "cube")
     Params = SampleParams
 
     def outputs(self, ctx: Context) -> list[Path]:

@@ -130,7 +130,7 @@ def test_steps_listing():
     code, out = _run("steps")
     assert code == 0
     names = [line.split()[0] for line in out.strip().splitlines()]
-    assert names == ["ingest", "gapfill", "features", "split", "sample", "train", "compare_models", "classify", "mosaic", "regularize",
+    assert names == ["ingest", "gapfill", "features", "cube", "split", "sample", "train", "compare_models", "classify", "mosaic", "regularize",
                      "vectorize", "validate"]
 
 
