@@ -46,7 +46,7 @@ from classify import PeakRSS, vrt_mosaic  # noqa: E402  (the other bench script)
 
 from chain import config  # noqa: E402
 from chain.runner import run_pipeline  # noqa: E402
-from chain.sampling import Samples, select_run  # noqa: E402
+from chain.sampling import Samples, load_samples, select_run  # noqa: E402
 
 RES = 10.0
 X0, Y0 = 500000.0, 5000000.0
@@ -176,7 +176,7 @@ def main() -> None:
 
     model = joblib.load(cfg.workdir / "train" / "run_0" / "model.joblib")
     manifest = json.loads((cfg.workdir / "train" / "run_0" / "manifest.json").read_text())
-    samples = Samples.from_npz(np.load(cfg.workdir / "sample" / "pixels.npz"))
+    samples = load_samples(cfg.workdir / "sample" / "pixels.npz")
     import pandas as pd
 
     train = select_run(samples, pd.read_csv(cfg.workdir / "split" / "split.csv"), 0, "train", None, 0)

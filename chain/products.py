@@ -109,11 +109,9 @@ def splits(ctx: Context) -> pd.DataFrame:
 
 
 def samples(ctx: Context) -> Any:
-    import numpy as np
+    from chain.sampling import load_samples
 
-    from chain.sampling import Samples
-
-    return ctx.memo("samples", lambda: Samples.from_npz(np.load(ctx.paths.samples)))
+    return ctx.memo("samples", lambda: load_samples(ctx.paths.samples))
 
 
 def tiles(ctx: Context) -> list[Tile]:

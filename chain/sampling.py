@@ -7,6 +7,7 @@ classification); each run then selects its train/validation pixels by polygon id
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -114,14 +115,72 @@ def cap_per_polygon(poly_id: np.ndarray, keys: np.ndarray, cap: int) -> np.ndarr
     return np.sort(order[rank < cap])
 
 
+def grid_order(row: np.ndarray, col: np.ndarray, poly_id: np.ndarray, max_pixels_per_polygon: int | None, seed: int) -> np.ndarray:
+    """Indices putting samples in grid order (row, then column), capped per polygon: the same whatever the tiling
+    and the workers, so that the seeded draws of each run and the models' fits do not depend on them."""
+    idx = np.lexsort((col, row))
+    if max_pixels_per_polygon is not None and len(idx):
+        idx = idx[cap_per_polygon(poly_id[idx], pixel_keys(row[idx], col[idx], seed), max_pixels_per_polygon)]
+    return idx
+
+
 def in_grid_order(samples: Samples, max_pixels_per_polygon: int | None, seed: int) -> Samples:
-    """Samples sorted by grid position (row, then column), capped per polygon: the same whatever the tiling and
-    the workers, so that the seeded draws of each run and the models' fits do not depend on them."""
-    idx = np.lexsort((samples.col, samples.row))
-    samples = samples.take(idx)
-    if max_pixels_per_polygon is not None and len(samples.code):
-        samples = samples.take(cap_per_polygon(samples.poly_id, pixel_keys(samples.row, samples.col, seed), max_pixels_per_polygon))
-    return samples
+    """``samples`` in grid order, capped per polygon (``grid_order``)."""
+    return samples.take(grid_order(samples.row, samples.col, samples.poly_id, max_pixels_per_polygon, seed))
+
+
+_META = ("poly_id", "code", "row", "col", "n_valid")
+
+
+def features_path(path: Path) -> Path:
+    """The features matrix beside a merged samples file: ``pixels.npz`` -> ``pixels_X.npy``."""
+    return path.with_name(f"{path.stem}_X.npy")
+
+
+def merge_tiles(tile_files: list[Path], path: Path, n_features: int, max_pixels_per_polygon: int | None, seed: int) -> Samples:
+    """The tiles' samples merged in grid order into ``path`` (metadata, .npz) and ``features_path(path)`` (the
+    features, .npy), holding one tile's features in memory at a time: every reference pixel of a scene can
+    weigh many GB (3 M pixels x 455 features = 5.5 GB), while the runs only ever take a capped share of them.
+    Returns the merged samples with the features memory-mapped."""
+    from numpy.lib.format import open_memmap
+
+    from chain.atomic import atomic_path
+
+    meta: dict[str, list[np.ndarray]] = {k: [] for k in _META}
+    sizes = []
+    for f in tile_files:
+        with np.load(f) as z:  # the metadata only: the features stay on disk
+            for k in _META:
+                meta[k].append(z[k])
+            sizes.append(len(z["code"]))
+    cols = {k: np.concatenate(v) if v else np.empty(0, np.uint16 if k == "n_valid" else np.int32) for k, v in meta.items()}
+    order = grid_order(cols["row"], cols["col"], cols["poly_id"], max_pixels_per_polygon, seed)
+    # where each tile's rows go: dest[i] = position in the merged file of the i-th sample of the concatenation (-1: capped)
+    dest = np.full(len(cols["code"]), -1, np.int64)
+    dest[order] = np.arange(len(order))
+    with atomic_path(features_path(path)) as tmp:
+        X = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(order), n_features))
+        start = 0
+        for f, n in zip(tile_files, sizes, strict=True):
+            where = dest[start:start + n]
+            start += n
+            keep = where >= 0
+            if keep.any():
+                with np.load(f) as z:
+                    X[where[keep]] = z["X"][keep]
+        X.flush()
+        del X
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{k: cols[k][order] for k in _META})
+    return load_samples(path)
+
+
+def load_samples(path: Path) -> Samples:
+    """Merged samples (``merge_tiles``): metadata in memory, the features memory-mapped (``take`` reads the rows
+    it selects)."""
+    with np.load(path) as z:
+        meta = [np.asarray(z[k]) for k in _META]
+    return Samples(np.load(features_path(path), mmap_mode="r"), *meta)
 
 
 def select_run(samples: Samples, split: pd.DataFrame, run: int, part: str,

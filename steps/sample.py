@@ -21,19 +21,21 @@ class SampleParams(StepParams):
 
 class Sample(Step):
     name = "sample"
-    version = "2"  # samples in grid order, capped per polygon whatever the tiling
+    version = "3"  # the features in pixels_X.npy (memory-mapped by the steps after it), the metadata in pixels.npz
     requires = ("features",)
     after = ("split", "cube")
     Params = SampleParams
 
     def outputs(self, ctx: Context) -> list[Path]:
-        return [ctx.paths.samples, ctx.paths.sample_summary, ctx.paths.sample_tiles]
+        from chain.sampling import features_path
+
+        return [ctx.paths.samples, features_path(ctx.paths.samples), ctx.paths.sample_summary, ctx.paths.sample_tiles]
 
     def run(self, ctx: Context) -> None:
         import numpy as np
 
         from chain.cluster import map_tiles
-        from chain.sampling import Samples, in_grid_order, polygons_in_tile, sample_tile, save_samples
+        from chain.sampling import merge_tiles, polygons_in_tile, sample_tile
 
         cat, spec, polys = products.catalog(ctx), products.spec(ctx), products.reference(ctx)
         tiles = [t for t in products.tiles(ctx) if not polygons_in_tile(polys, cat.grid, t).empty]
@@ -44,9 +46,8 @@ class Sample(Step):
         map_tiles(client, ctx.cfg.cluster, sample_tile, tiles, cat, spec, polys_f, ctx.cfg.sample.max_pixels_per_polygon,
                   ctx.cfg.seed, ctx.cfg.sample.min_clear_dates, out, is_done=lambda t: (out / f"{t.id}.npz").exists(),
                   key=f"sample-{ctx.signatures[self.name][:12]}", desc="sample: tiles")
-        parts = [Samples.from_npz(np.load(out / f"{t.id}.npz")) for t in tiles]
-        samples = in_grid_order(Samples.concat(parts, len(spec.names)), ctx.cfg.sample.max_pixels_per_polygon, ctx.cfg.seed)
-        save_samples(ctx.paths.samples, samples)
+        samples = merge_tiles([out / f"{t.id}.npz" for t in tiles], ctx.paths.samples, len(spec.names),
+                              ctx.cfg.sample.max_pixels_per_polygon, ctx.cfg.seed)
         codes, counts = np.unique(samples.code, return_counts=True)
         summary: dict[str, Any] = {"n_pixels": int(len(samples.code)), "n_polygons": int(len(np.unique(samples.poly_id))),
                                    "n_features": len(spec.names),

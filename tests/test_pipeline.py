@@ -183,7 +183,7 @@ def test_samples_and_map_do_not_depend_on_the_tiling_or_the_workers(make_config,
     """Tiles of 16, 32 and 64 px (the scene is 64 px), 1 or 2 workers: the same samples, the same model, the same map."""
     import numpy as np
 
-    from chain.sampling import Samples
+    from chain.sampling import load_samples
 
     results = []
     for tile, workers in ((16, 1), (32, 2), (64, 1)):
@@ -191,7 +191,7 @@ def test_samples_and_map_do_not_depend_on_the_tiling_or_the_workers(make_config,
                                       sample={"max_pixels_per_class": 300, "max_pixels_per_polygon": max_per_polygon},
                                       cluster={"n_workers": workers}))
         run_pipeline(cfg)
-        samples = Samples.from_npz(np.load(cfg.workdir / "sample" / "pixels.npz"))
+        samples = load_samples(cfg.workdir / "sample" / "pixels.npz")
         with rasterio.open(cfg.workdir / "final" / "Classif_Seed_0.tif") as src:
             results.append((samples, src.read(1)))
     (s0, m0), *others = results
@@ -234,3 +234,24 @@ def test_damaged_outputs_are_noticed_and_recomputed(make_config):
     with rasterio.open(before) as a, rasterio.open(final) as b:
         np.testing.assert_array_equal(a.read(), b.read())  # the same pixels as before the damage
     assert CliRunner().invoke(main, ["verify", str(path)]).exit_code == 0
+
+
+def test_merged_samples_equal_the_in_memory_merge_and_are_memory_mapped(tmp_path):
+    """merge_tiles (one tile's features in memory at a time) gives what concatenating every tile and sorting gives."""
+    from chain.sampling import Samples, in_grid_order, merge_tiles, save_samples
+
+    rng = np.random.default_rng(5)
+    parts, files = [], []
+    for t in range(4):
+        n = int(rng.integers(0, 300))
+        s = Samples(rng.random((n, 7), dtype=np.float32), rng.integers(0, 20, n).astype(np.int32), rng.integers(1, 4, n).astype(np.int32),
+                    rng.integers(0, 100, n).astype(np.int32), rng.integers(0, 100, n).astype(np.int32), rng.integers(0, 9, n).astype(np.uint16))
+        parts.append(s)
+        files.append(tmp_path / f"t{t}.npz")
+        save_samples(files[-1], s)
+    for cap in (None, 5):
+        want = in_grid_order(Samples.concat(parts, 7), cap, 3)
+        got = merge_tiles(files, tmp_path / f"pixels_{cap}.npz", 7, cap, 3)
+        assert isinstance(got.X, np.memmap)
+        for k in ("X", "poly_id", "code", "row", "col", "n_valid"):
+            np.testing.assert_array_equal(np.asarray(getattr(got, k)), getattr(want, k))
