@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +39,9 @@ from chain.runner import run_pipeline  # noqa: E402
 
 
 def _read_whole(path: str) -> int:
-    with rasterio.open(path) as src:
+    # a block cache smaller than one file: the VRT mosaics of the larger scenes decode each repeat again, as the
+    # chain's tiles do (its workers' cache, 256 MiB, cannot hold the series either)
+    with rasterio.Env(GDAL_CACHEMAX=4 * 2**20), rasterio.open(path) as src:
         return int(src.read().nbytes)
 
 
@@ -78,6 +81,41 @@ def bench_config(root: Path, scene: Path, name: str, runs: int, args: argparse.N
     return path
 
 
+S2_TILE_PX = 10980 ** 2
+TILED = ("sample", "cube", "classify", "regularize", "vectorize")  # one dask task per tile: spread over every worker
+
+
+def project(rows: list[dict], workers: int) -> None:
+    """Time of one full Sentinel-2 tile (10980² px) on one node like this one, and of a 20-tile region on N such nodes.
+
+    Each step's time is fitted as fixed + per-pixel (two scene sizes; one size: all per-pixel). Sampling is scaled
+    by the pixels too, as if the reference covered each S2 tile as densely as the generated scene (the larger bench
+    scenes repeat the imagery but not the polygons, so sampling is taken from the smallest scene). Tiled steps
+    divide over the nodes' workers; training (capped samples: fixed) and the steps that run in the main process
+    (mosaic, validate) do not.
+    """
+    small, large = rows[0], rows[-1]
+    per_px, fixed = {}, {}
+    for step in set(small["steps_s"]) | set(large["steps_s"]):
+        a, b = small["steps_s"].get(step, 0.0), large["steps_s"].get(step, 0.0)
+        if step == "sample" or large is small or step == "train":
+            per_px[step], fixed[step] = (0.0, a) if step == "train" else (a / small["pixels"], 0.0)
+        else:
+            slope = max(0.0, (b - a) / (large["pixels"] - small["pixels"]))
+            per_px[step], fixed[step] = slope, max(0.0, a - slope * small["pixels"])
+
+    def region(tiles: int, nodes: int) -> float:
+        px = tiles * S2_TILE_PX
+        return sum(fixed[s] + per_px[s] * px / (nodes if s in TILED else 1) for s in per_px)
+
+    one = region(1, 1)
+    print(f"\nprojection (features.cache={small['cache']}, measured {workers} workers on this machine): one S2 tile "
+          f"(10980² px, same series) on one such node: {one / 3600:.1f} h")
+    print(f"{'20 S2 tiles on N nodes':>24} {'hours':>7}  (tiled steps over the nodes' workers; train, mosaic, validate not)")
+    for n in (1, 5, 10, 20, 40):
+        print(f"{n:>24} {region(20, n) / 3600:>7.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", type=int, default=2048, help="side of the generated scene, px")
@@ -91,6 +129,7 @@ def main() -> None:
     ap.add_argument("--cache", choices=["none", "zarr", "both"], default="none", help="features.cache")
     ap.add_argument("--data", type=Path, help="keep the generated scene here (reused when present)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--keep", action="store_true", help="keep the work folders (they take GBs)")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="chain-ts-"))
@@ -126,12 +165,17 @@ def main() -> None:
                    "mpx_per_s": px / total / 1e6, "ratio_to_floor": total / floor, "peak_rss_mib": rss.peak / 2**20,
                    "steps_s": steps, "classify_1run_s": classify_1, "classify_ratio": steps.get("classify", float("nan")) / classify_1}
             rows.append(row)
+            if not args.keep:  # every reference pixel's features and the cube: GBs per work folder
+                for c in (one, cfg):
+                    shutil.rmtree(c.workdir, ignore_errors=True)
             print(f"  features.cache={row['cache']}: " + ", ".join(f"{s} {v:.1f}" for s, v in steps.items()), flush=True)
             print(f"  end to end {total:.1f} s = {row['mpx_per_s']:.3f} Mpx/s = {row['ratio_to_floor']:.1f}x the read floor; "
                   f"peak RSS {row['peak_rss_mib']:.0f} MiB; classify {args.runs} runs {steps.get('classify', float('nan')):.1f} s "
                   f"vs 1 run {classify_1:.1f} s = {row['classify_ratio']:.2f}x", flush=True)
     for cache in caches:
         sel = [r for r in rows if r["cache"] == (cache or "none")]
+        if sel:
+            project(sel, args.workers)
         if len(sel) > 1:
             print(f"features.cache={cache or 'none'}: peak RSS at {sel[-1]['side_px']}² / at {sel[0]['side_px']}² = "
                   f"{sel[-1]['peak_rss_mib'] / sel[0]['peak_rss_mib']:.2f}")

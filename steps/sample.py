@@ -57,4 +57,8 @@ class Sample(Step):
             log.warning("sample: %d polygon(s) contain no clear pixel centre and give no sample (ids %s)", len(missing), missing[:10])
         summary["polygons_without_pixels"] = missing
         write_json(ctx.paths.sample_summary, summary)
+        # the tiles' files were the resume unit while sampling; merged, they would only double the disk taken
+        # (every reference pixel's features: GBs on a dense reference). A later re-run samples again if needed.
+        for t in tiles:
+            (out / f"{t.id}.npz").unlink(missing_ok=True)
         log.info("sample: %d pixels from %d polygons, %d features", summary["n_pixels"], summary["n_polygons"], summary["n_features"])
