@@ -6,6 +6,7 @@ classification); each run then selects its train/validation pixels by polygon id
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,17 +160,27 @@ def merge_tiles(tile_files: list[Path], path: Path, n_features: int, max_pixels_
     dest = np.full(len(cols["code"]), -1, np.int64)
     dest[order] = np.arange(len(order))
     with atomic_path(features_path(path)) as tmp:
-        X = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(order), n_features))
-        start = 0
-        for f, n in zip(tile_files, sizes, strict=True):
-            where = dest[start:start + n]
-            start += n
-            keep = where >= 0
-            if keep.any():
+        header = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(order), n_features))  # the .npy header, sized
+        offset, row_bytes = header.offset, n_features * 4
+        del header
+        # plain positioned writes, not through the map: dirty mapped pages would count in this process's memory
+        with open(tmp, "r+b") as fh:
+            start = 0
+            for f, n in zip(tile_files, sizes, strict=True):
+                where = dest[start:start + n]
+                start += n
+                keep = np.flatnonzero(where >= 0)
+                if not len(keep):
+                    continue
                 with np.load(f) as z:
-                    X[where[keep]] = z["X"][keep]
-        X.flush()
-        del X
+                    X = z["X"]
+                keep = keep[np.argsort(where[keep], kind="stable")]
+                d = where[keep]
+                # runs of consecutive destinations (a tile's pixels of one image row): one write each
+                breaks = np.flatnonzero(np.diff(d) != 1) + 1
+                for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(d)], strict=True):
+                    os.pwrite(fh.fileno(), np.ascontiguousarray(X[keep[a:b]], dtype=np.float32).tobytes(),
+                              offset + int(d[a]) * row_bytes)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **{k: cols[k][order] for k in _META})
     return load_samples(path)
