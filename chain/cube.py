@@ -86,7 +86,7 @@ def write_tile(path: Path, tile: Tile, block: FeatureBlock, spec: FeatureSpec) -
     region = {"y": slice(r0, r0 + h), "x": slice(c0, c0 + w)}
     root = xr.Dataset({"n_valid": (("y", "x"), block.n_valid),
                        "validity": (("sensor", "y", "x"), np.stack(list(block.per_sensor.values())).astype(np.uint16))})
-    # every chunk is written, even all-fill ones (a tile with nothing observed): tile_complete checks they exist
+    # every chunk is written, even all-fill ones (a tile with nothing observed): complete_tiles checks they exist
     root.to_zarr(path, region={**region, "sensor": slice(None)}, mode="r+", consolidated=False, write_empty_chunks=True)
     offset = 0
     for group in spec.groups:
@@ -143,20 +143,19 @@ def read_window(path: str, spec: FeatureSpec, window: Window) -> FeatureBlock:
     return FeatureBlock(values, n_valid, per_sensor)
 
 
-def tile_done_path(path: Path, tile: Tile) -> Path:
-    return path.parent / f"{path.name}.tiles" / f"{tile.id}.done"
+def _marker(markers: Path, tile: Tile) -> Path:
+    return markers / f"{tile.id}.done"
 
 
-def cube_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, path: Path) -> str:
-    """One tile into the cube (a dask task of the cube step); a marker written last says the tile is complete."""
+def fill_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, path: Path, markers: Path) -> str:
+    """One tile into the cube (a dask task of the cube step); a marker in ``markers``, written last, says the tile
+    is complete."""
     from chain.atomic import atomic_path
     from chain.features import compute_features
 
     block = compute_features(cat, spec, tile.window)
     write_tile(path, tile, block, spec)
-    done = tile_done_path(path, tile)
-    done.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(done) as tmp:
+    with atomic_path(_marker(markers, tile)) as tmp:
         tmp.write_text("")
     return str(tile.id)
 
@@ -171,20 +170,20 @@ def sensor_names(cat: Catalog, spec: FeatureSpec, tile: Tile) -> list[str]:
     return list(block.per_sensor)
 
 
-def _chunk_files(path: Path, spec: FeatureSpec, tile: Tile, tile_size: int) -> list[Path]:
-    """The files holding ``tile``'s chunks, in every array of the store."""
+def complete_tiles(path: Path, markers: Path, spec: FeatureSpec, tiles: list[Tile], tile_size: int) -> set[str]:
+    """The ids of the tiles whose marker and every chunk file exist (a chunk removed as damaged makes its tile
+    computed again). The store's metadata is read once for all tiles."""
     import zarr
 
-    i, j = int(tile.window.row_off) // tile_size, int(tile.window.col_off) // tile_size
     root = zarr.open_group(str(path), mode="r")
-    arrays: list[tuple[Any, tuple[int, ...]]] = [(root["n_valid"], (i, j)), (root["validity"], (0, i, j))]
-    for g in spec.groups:
-        arrays.append((root[f"{g.label}/features"], ((0, 0) if g.is_series else (0,)) + (i, j)))
-    return [path / a.path / a.metadata.encode_chunk_key(coords) for a, coords in arrays]
-
-
-def tile_complete(path: Path, spec: FeatureSpec, tile: Tile, tile_size: int) -> bool:
-    """The tile's marker and every chunk file it wrote exist (a chunk removed as damaged makes the tile computed again)."""
-    if not tile_done_path(path, tile).exists():
-        return False
-    return all(f.exists() for f in _chunk_files(path, spec, tile, tile_size))
+    # (array, leading chunk indices before the tile's row and column)
+    arrays: list[tuple[Any, tuple[int, ...]]] = [(root["n_valid"], ()), (root["validity"], (0,))]
+    arrays += [(root[f"{g.label}/features"], (0, 0) if g.is_series else (0,)) for g in spec.groups]
+    done = set()
+    for tile in tiles:
+        if not _marker(markers, tile).exists():
+            continue
+        ij = (int(tile.window.row_off) // tile_size, int(tile.window.col_off) // tile_size)
+        if all((path / a.path / a.metadata.encode_chunk_key(lead + ij)).exists() for a, lead in arrays):
+            done.add(tile.id)
+    return done

@@ -221,6 +221,17 @@ def spline(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days:
     return out[:, 0, :] if squeeze else out
 
 
+def fill_into(values: np.ndarray, valid: np.ndarray, in_dates: list[dt.date], out_dates: list[dt.date], method: str,
+              out: np.ndarray, scale: float | None = None, offset: float = 0.0) -> None:
+    """``fill`` written into ``out`` (B, T_out, N), band-major, then ``* scale + offset`` when ``scale`` is given:
+    the compiled kernel for ``linear`` (no temporaries), the vectorised rule otherwise."""
+    if method == "linear":
+        linear_into(values, valid, to_days(in_dates), to_days(out_dates), out, scale, offset)
+        return
+    filled = fill(values, valid, in_dates, out_dates, method).transpose(1, 0, 2)
+    out[...] = filled * np.float32(scale) + np.float32(offset) if scale is not None else filled
+
+
 def fill(values: np.ndarray, valid: np.ndarray, in_dates: list[dt.date], out_dates: list[dt.date], method: str) -> np.ndarray:
     """The one gap-filling path of every series source: ``linear`` or ``spline`` (see those functions)."""
     if method not in METHODS:

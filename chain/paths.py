@@ -52,6 +52,7 @@ class Paths:
 
     @property
     def feature_cache_tiles(self) -> Path:
+        """One marker per tile of the cube that is complete (chain.cube.fill_tile)."""
         return self.root / "features" / "cube.zarr.tiles"
 
     # ---- split, sample ----------------------------------------------------------------------------

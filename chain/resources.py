@@ -39,9 +39,9 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def tile_bytes(tile_px: int, n_features: int) -> int:
+def tile_bytes(height: int, width: int, n_features: int) -> int:
     """About what one worker holds at its peak while it computes one tile's features and classes."""
-    return WORKER_BASE_BYTES + tile_px * tile_px * n_features * BYTES_PER_PIXEL_FEATURE
+    return WORKER_BASE_BYTES + height * width * n_features * BYTES_PER_PIXEL_FEATURE
 
 
 def check_tile_memory(cluster: object, tile_px: int, width: int, height: int, n_features: int) -> None:
@@ -52,7 +52,7 @@ def check_tile_memory(cluster: object, tile_px: int, width: int, height: int, n_
     limit_text = getattr(cluster, "memory_limit", "auto")
     if limit_text == "auto" or (getattr(cluster, "type", "local") == "local" and not getattr(cluster, "processes", True)):
         return  # threads in this process: no per-worker limit is applied
-    need = WORKER_BASE_BYTES + min(tile_px, width) * min(tile_px, height) * n_features * BYTES_PER_PIXEL_FEATURE
+    need = tile_bytes(min(tile_px, height), min(tile_px, width), n_features)
     limit = parse_bytes(limit_text)
     if need > 0.9 * limit:  # dask pauses a worker at 80 % and kills it at 95 %
         fits = int(((0.9 * limit - WORKER_BASE_BYTES) / (n_features * BYTES_PER_PIXEL_FEATURE)) ** 0.5) if limit > WORKER_BASE_BYTES / 0.9 else 0

@@ -52,6 +52,6 @@ class Cube(Step):
             sensors = cube.sensor_names(cat, spec, tiles[0])
             cube.create(path, cat, spec, ctx.cfg.grid.tile_size_px, sensors)
         markers.mkdir(parents=True, exist_ok=True)
-        map_tiles(ctx.client(), ctx.cfg.cluster, cube.cube_tile, tiles, cat, spec, path,
-                  is_done=lambda t: cube.tile_complete(path, spec, t, ctx.cfg.grid.tile_size_px),
+        done = cube.complete_tiles(path, markers, spec, tiles, ctx.cfg.grid.tile_size_px)
+        map_tiles(ctx.client(), ctx.cfg.cluster, cube.fill_tile, tiles, cat, spec, path, markers, is_done=lambda t: t.id in done,
                   key=f"cube-{ctx.signatures[self.name][:12]}", desc="cube: features into the Zarr cube")

@@ -363,13 +363,8 @@ class OpticalSeries(Source):
         values = np.empty((len(group.channels), T_out, h * w), np.float32)
         # else already reflectance (offsets differ between products)
         scale = None if self.per_product_reflectance() else self.scale
-        series, ok = raw.reshape(T, B, h * w), valid.reshape(T, h * w)
-        if method == "linear":  # the compiled kernel: no temporaries of the series' size
-            gapfill.linear_into(series, ok, gapfill.to_days(self.dates), gapfill.to_days(list(group.dates)), values[:B], scale,
-                                self.offset)
-        else:
-            filled = gapfill.fill(series, ok, self.dates, list(group.dates), method).transpose(1, 0, 2)
-            values[:B] = filled * np.float32(scale) + np.float32(self.offset) if scale is not None else filled
+        gapfill.fill_into(raw.reshape(T, B, h * w), valid.reshape(T, h * w), self.dates, list(group.dates), method, values[:B],
+                          scale, self.offset)
         bands = {name: values[i] for i, name in enumerate(self.bands)}  # (T_out, N) reflectance
         common = dict(self.common)
         named = {common.get(b, b): v for b, v in bands.items()}
