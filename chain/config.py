@@ -104,6 +104,41 @@ class FeaturesConfig(Section):
     cache: Literal["none", "zarr"] = "none"
 
 
+class SegmentationConfig(Section):
+    """Object-based mapping (off unless ``method`` is set): segment the scene, describe each object by statistics of
+    every feature, and train, map and validate objects (docs/objects.md)."""
+
+    method: Literal["none", "felzenszwalb", "slic"] = "none"
+    # what to segment: spot = the SPOT cell features (MS bands, NDVI, PAN texture on the grid); features = the
+    # features named in ``bands`` (fnmatch patterns; default every NDVI of the series, as sits does); auto = spot when
+    # SPOT is an input, else features
+    source: Literal["auto", "spot", "features"] = "auto"
+    bands: list[str] = Field(default_factory=list)
+    scale: float = Field(100.0, gt=0, le=100000)  # felzenszwalb: larger -> larger objects (on bands scaled to 2-98 %)
+    sigma: float = Field(0.5, ge=0, le=10)  # Gaussian smoothing (pixels) before segmenting
+    min_size_m2: float = Field(500.0, gt=0)  # smaller objects are merged into a neighbour
+    segment_size_m2: float = Field(5000.0, gt=0)  # slic: the target object area
+    compactness: float = Field(0.1, gt=0, le=1000)  # slic: larger -> squarer objects, smaller -> follow the image
+    halo_px: int = Field(64, ge=8, le=1024)  # context read around each tile so that the tiling does not show
+    stats: list[str] = Field(default_factory=lambda: ["mean", "std", "p10", "p50", "p90"])
+    min_cover: float = Field(0.5, gt=0, le=1)  # share of an object a reference polygon must cover to label it
+    compare_pixels: bool = True  # also train and map pixels with the same model, to compare in the report
+
+    @field_validator("stats")
+    @classmethod
+    def _stats(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not (s in ("mean", "std") or re.fullmatch(r"p(100|[1-9]?[0-9])", s))]
+        if bad or not v:
+            raise ValueError(f"statistics must be mean, std or a percentile p0..p100 (e.g. p10, p50, p90), got {bad or v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a statistic is listed twice: {v}")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+
 class SplitConfig(Section):
     scheme: Literal["30/70", "64/16/20"] = "30/70"
     runs: int = Field(1, ge=1, le=100)
@@ -200,6 +235,7 @@ class Config(Section):
     grid: GridConfig = GridConfig()
     gapfill: GapfillConfig = GapfillConfig()
     features: FeaturesConfig = FeaturesConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
     split: SplitConfig = SplitConfig()
     sample: SampleConfig = SampleConfig()
     # the model section of the registered type (model.type, default rf), validated by parse()

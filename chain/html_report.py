@@ -123,6 +123,34 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#666;font-size:.9em}"""
 
 
+def objects_section(final: Path, objects: dict[str, Any], classes: dict[int, dict]) -> str:
+    """Object-based runs: the object map against the pixel map of the same runs, in figures and side by side."""
+    from chain.report import mean_ci_text
+
+    s = objects["summary"]
+    what = [("oa", "OA (pixels of the evaluation polygons)"), ("kappa", "kappa"), ("f1_mean", "mean F1"),
+            ("object_accuracy", "evaluation objects correctly labelled"), ("regions_per_km2", "regions per km²"),
+            ("mean_region_m2", "mean region size (m²)")]
+    rows = [[label] + [mean_ci_text(s[kind][k]).replace("+-", "±") if k in s.get(kind, {}) else "—" for kind in ("objects", "pixels")]
+            for k, label in what]
+    seg, obj = objects["segments"], objects["objects"]
+    mixed = objects["runs"]["objects"][0]["left_out_mixed"]
+    out = ("<h2>Objects vs pixels</h2>" + html_table(["", "object map", "pixel map"], rows)
+           + f"<p class='note'>{seg['n_objects']:,} objects ({html.escape(seg['method'])}, mean {seg['mean_area_m2']:,.0f} m², "
+           f"{seg['objects_per_km2']:,.1f} per km²), {obj['labelled']:,} labelled by a reference polygon; in run 0, {mixed} "
+           f"object(s) touching polygons of different parts of the split were left out of training and evaluation. "
+           f"Both maps come from the same model type trained on the same split, on object features or on pixels; "
+           f"fragmentation counts 4-connected regions of one class.</p>")
+    pixel0 = final / "pixels" / "Classif_Seed_0.tif"
+    if pixel0.exists():
+        out += ("<div style='display:flex;gap:1em'>"
+                f"<figure><img alt='object map' src='{quicklook(final / 'Classif_Seed_0.tif', classes, 520)}'>"
+                "<figcaption>objects, run 0</figcaption></figure>"
+                f"<figure><img alt='pixel map' src='{quicklook(pixel0, classes, 520)}'>"
+                "<figcaption>pixels, run 0</figcaption></figure></div>")
+    return out
+
+
 def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], context: dict[str, Any]) -> Path:
     """Write final/report.html from metrics.json content, the maps and a run ``context`` dict."""
     metrics, context = nan_for_null(metrics), nan_for_null(context)  # strict JSON writes undefined values as null
@@ -190,6 +218,10 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
                      + f"<img alt='model comparison' src='{comparison_figure(comparison['models'])}'>"
                      + f"<p class='note'>Every model trained on the same split and scored on all the {html.escape(comparison['part'])} "
                      "pixels (the first row is the model that made the maps); mean ± half-width of the 95 % interval over runs.</p>")
+
+    objects = context.get("objects")
+    if objects:
+        parts.append(objects_section(final, objects, classes))
 
     doc = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chain report</title><style>{CSS}</style>"
            "<script>window.addEventListener('load',function(){var i=Array.prototype.slice.call(document.images);"

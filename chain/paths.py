@@ -55,6 +55,41 @@ class Paths:
         """One marker per tile of the cube that is complete (chain.cube.fill_tile)."""
         return self.root / "features" / "cube.zarr.tiles"
 
+    # ---- segment, objects (segmentation.method set) ---------------------------------------------------
+    @property
+    def segment_tiles(self) -> Path:
+        """Each tile's segmentation (core + halo labels), the resume unit of the segment step."""
+        return self.root / "segment" / "tiles"
+
+    @property
+    def segment_id_tiles(self) -> Path:
+        return self.root / "segment" / "ids"
+
+    @property
+    def segment_summary(self) -> Path:
+        return self.root / "segment" / "summary.json"
+
+    @property
+    def segments(self) -> Path:
+        return self.final / "segments.tif"
+
+    @property
+    def segments_vector(self) -> Path:
+        return self.final / "segments.gpkg"
+
+    @property
+    def object_tiles(self) -> Path:
+        return self.root / "objects" / "tiles"
+
+    @property
+    def objects(self) -> Path:
+        """The object table (chain.objects): one row per object; its features in ``objects_X.npy`` beside it."""
+        return self.root / "objects" / "objects.npz"
+
+    @property
+    def object_summary(self) -> Path:
+        return self.root / "objects" / "summary.json"
+
     # ---- split, sample ----------------------------------------------------------------------------
     @property
     def split(self) -> Path:
@@ -77,6 +112,10 @@ class Paths:
         """The folder of run ``run``'s model (its files and manifest.json)."""
         return self.root / "train" / f"run_{run}"
 
+    def pixel_model(self, run: int) -> Path:
+        """Object-based runs: the same model type trained on pixels, for the object-vs-pixel comparison."""
+        return self.root / "train" / "pixels" / f"run_{run}"
+
     def compared_model(self, index: int, run: int) -> Path:
         return self.root / "compare_models" / f"model_{index}" / f"run_{run}"
 
@@ -87,6 +126,13 @@ class Paths:
     # ---- classify, mosaic, regularize, vectorize (tiles) -------------------------------------------
     def classified_tiles(self, run: int) -> Path:
         return self.root / "classify" / f"run_{run}"
+
+    def pixel_classified_tiles(self, run: int) -> Path:
+        return self.root / "classify" / "pixels" / f"run_{run}"
+
+    def object_classes(self, run: int) -> Path:
+        """Object-based runs: each object's class and confidence (the map's, per object)."""
+        return self.root / "classify" / f"run_{run}" / "objects.npz"
 
     @property
     def fusion_tiles(self) -> Path:
@@ -111,6 +157,17 @@ class Paths:
 
     def probability_map(self, run: int) -> Path:
         return self.final / f"Probabilities_Seed_{run}.tif"
+
+    def pixel_class_map(self, run: int) -> Path:
+        """Object-based runs: the pixel map of the same run, for the comparison."""
+        return self.final / "pixels" / f"Classif_Seed_{run}.tif"
+
+    def pixel_confidence_map(self, run: int) -> Path:
+        return self.final / "pixels" / f"Confidence_Seed_{run}.tif"
+
+    def object_vector_map(self, run: int) -> Path:
+        """Object-based runs: the objects with their class, name, confidence and area."""
+        return self.final / f"Classif_Seed_{run}_objects.gpkg"
 
     def regularized_map(self, run: int) -> Path:
         return self.final / f"Classif_Seed_{run}_regularized.tif"

@@ -70,8 +70,9 @@ def sample_cap(model: Any, max_pixels_per_class: int | None) -> int | None:
 
 def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signature: str, *, samples: Samples,
             split: pd.DataFrame, cat: Catalog, spec: FeatureSpec, seed: int, scheme: str, max_pixels_per_class: int | None,
-            tile_size: int) -> None:
-    """Train ``model`` (a model section) on run ``run``'s training pixels into ``folder`` (skipped when already there)."""
+            tile_size: int, extra: dict[str, Any] | None = None) -> None:
+    """Train ``model`` (a model section) on run ``run``'s training pixels into ``folder`` (skipped when already there).
+    ``extra``: manifest entries over the usual ones (object models: their feature names and where the objects are)."""
     from chain.models import model_type
 
     kind = model_type(model.type)
@@ -90,12 +91,12 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
     manifest = {"type": model.type, "run": run, "seed": run_seed, "feature_names": spec.names,
                 **({"inputs": [i.to_dict() for i in inputs]} if inputs else {}),
                 "classes": [int(c) for c in codes], "train_pixels": {str(c): int(n) for c, n in zip(codes, counts, strict=True)},
-                "params": params, "config_hash": signature}
+                "params": params, "config_hash": signature, **(extra or {})}
     data = RunData(train, validation, folder, cat, spec, tile_size)
     folder.mkdir(parents=True, exist_ok=True)
     log.info("train: run %d: fitting %s on %d pixels of %d classes, %d features (no progress is reported until it ends "
              "for a Random Forest)" if kind.kind == "pixel" else "train: run %d: fitting %s on %d pixels of %d classes, %d features",
-             run, model.type, len(train.code), len(codes), len(spec.names))
+             run, model.type, len(train.code), len(codes), len(manifest["feature_names"]))
     report = kind.fit(model, data, run_seed, manifest)
     log.info("train: run %d: %s on %s (%s) in %.1f s", run, model.type, report.detail,
              ", ".join(f"{c}: {n}" for c, n in zip(codes, counts, strict=True)), report.seconds)
@@ -111,11 +112,23 @@ def check_model(ctx: Any, model: Any) -> None:
     model_type(model.type).check(model, feature_spec(ctx.cfg, cat), cat)
 
 
-def train_in_workdir(ctx: Any, model: Any, params: dict[str, Any], run: int, folder: Path, signature: str) -> None:
-    """``fit_run`` on what the upstream steps left in the work folder (samples, split, catalogue, features)."""
+def train_in_workdir(ctx: Any, model: Any, params: dict[str, Any], run: int, folder: Path, signature: str,
+                     unit: str = "pixel") -> None:
+    """``fit_run`` on what the upstream steps left in the work folder (samples, split, catalogue, features); ``unit``
+    object: on the run's labelled objects (``chain.objects.run_samples``) instead of the pixels."""
     from chain import products
 
     cfg = ctx.cfg
-    fit_run(model, params, run, folder, signature, samples=products.samples(ctx), split=products.splits(ctx),
+    samples, extra = products.samples(ctx), None
+    if unit == "object":
+        from chain.object_model import manifest_entries
+        from chain.objects import load, run_samples
+
+        table = ctx.memo("objects", lambda: load(ctx.paths.objects))
+        samples, mixed, _ = run_samples(table, products.splits(ctx), run)
+        log.info("train: run %d: %d labelled objects; %d object(s) touching reference polygons of different parts of the "
+                 "split are left out of training and evaluation", run, len(samples.code), mixed)
+        extra = manifest_entries(folder, ctx.paths.objects, ctx.paths.segments, table.names) | {"objects_mixed": mixed}
+    fit_run(model, params, run, folder, signature, samples=samples, split=products.splits(ctx),
             cat=products.catalog(ctx), spec=products.spec(ctx), seed=cfg.seed, scheme=cfg.split.scheme,
-            max_pixels_per_class=cfg.sample.max_pixels_per_class, tile_size=cfg.grid.tile_size_px)
+            max_pixels_per_class=cfg.sample.max_pixels_per_class, tile_size=cfg.grid.tile_size_px, extra=extra)

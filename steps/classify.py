@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
+
 from chain import models, products
 from chain.params import From, StepParams
 from chain.runner import Context, Step
@@ -32,7 +34,13 @@ class Classify(Step):
                           len(feature_spec(ctx.cfg, cat).names))
 
     def outputs(self, ctx: Context) -> list[Path]:
-        return [ctx.paths.classified_tiles(r) for r in products.runs(ctx)]
+        out = [ctx.paths.classified_tiles(r) for r in products.runs(ctx)]
+        seg = ctx.cfg.segmentation
+        if seg.enabled:
+            out += [ctx.paths.object_classes(r) for r in products.runs(ctx)]
+            if seg.compare_pixels:
+                out += [ctx.paths.pixel_classified_tiles(r) for r in products.runs(ctx)]
+        return out
 
     def run(self, ctx: Context) -> None:
         from chain.classify import classify_tile_runs, tile_done
@@ -40,13 +48,25 @@ class Classify(Step):
 
         cat, spec = products.catalog(ctx), products.spec(ctx)
         kind = models.model_type(ctx.cfg.model.type)
+        seg = ctx.cfg.segmentation
         jobs = []
         for run in products.runs(ctx):
             folder = ctx.paths.model(run)
-            kind.compatible(folder, ctx.cfg.model, spec, cat)  # fails early and clearly on a mismatching model
+            if seg.enabled:  # an object model: trained on the object table's features
+                from chain.objects import load
+
+                models.check(folder, load(ctx.paths.objects).names)
+            else:
+                kind.compatible(folder, ctx.cfg.model, spec, cat)  # fails early and clearly on a mismatching model
             out = ctx.paths.classified_tiles(run)
             out.mkdir(parents=True, exist_ok=True)
             jobs.append((folder, out, run == 0))  # PixelsValidity does not depend on the run: written once, with run 0
+        if seg.enabled and seg.compare_pixels:  # the same type on pixels, mapped in the same pass over each tile
+            for run in products.runs(ctx):
+                kind.compatible(ctx.paths.pixel_model(run), ctx.cfg.model, spec, cat)
+                out = ctx.paths.pixel_classified_tiles(run)
+                out.mkdir(parents=True, exist_ok=True)
+                jobs.append((ctx.paths.pixel_model(run), out, False))
         proba = ctx.cfg.classify.probabilities
 
         def is_done(t):  # type: ignore[no-untyped-def]
@@ -57,3 +77,17 @@ class Classify(Step):
         map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile_runs, products.tiles(ctx), cat, spec, jobs, proba,
                   ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker, is_done=is_done,
                   key=f"classify-{ctx.signatures[self.name][:12]}", desc=f"classify: {runs}")
+        if seg.enabled:  # each object's class and confidence, for the objects' vector layer and object-level validation
+            from chain.atomic import atomic_path
+            from chain.classify import encode
+
+            for run in products.runs(ctx):
+                predictor = models.load(ctx.paths.model(run), ctx.cfg.classify.engine, None)
+                P = predictor.object_proba()  # type: ignore[attr-defined]
+                ok = np.isfinite(P[:, 0])
+                cls = np.zeros(len(P), np.uint8)
+                conf = np.full(len(P), 255, np.uint8)
+                if ok.any():
+                    cls[ok], conf[ok], _ = encode(np.asarray(predictor.classes_), P[ok], False)
+                with atomic_path(ctx.paths.object_classes(run)) as tmp, open(tmp, "wb") as fh:
+                    np.savez(fh, code=cls, confidence=conf)

@@ -43,6 +43,11 @@ class Mosaic(Step):
             maps += [p.probability_map(r) for r in products.runs(ctx)]
         if fusing(ctx):
             maps += [p.fusion_map, style(p.fusion_map), p.agreement_map]
+        seg = ctx.cfg.segmentation
+        if seg.enabled:
+            maps += [p.object_vector_map(r) for r in products.runs(ctx)]
+            if seg.compare_pixels:
+                maps += [f for r in products.runs(ctx) for f in (p.pixel_class_map(r), p.pixel_confidence_map(r))]
         return maps + [p.validity_map, p.nomenclature]
 
     def run(self, ctx: Context) -> None:
@@ -69,11 +74,44 @@ class Mosaic(Step):
                      compress=m.compress, overview_resampling="average")
         if fusing(ctx):
             self._fuse(ctx, cmap, classes)
+        if ctx.cfg.segmentation.enabled:
+            self._objects(ctx, cmap, classes)
         write_text(p.nomenclature, nomenclature_csv(classes))
         vdir = p.classified_tiles(0)
         # 0 = never observed by that sensor: nodata, transparent in GIS
         assemble(p.validity_map, cat.grid, tiles, {t.id: validity_path(vdir, t) for t in tiles},
                  "uint16", 0, cog=m.cog, compress=m.compress, overview_resampling="average")
+
+    def _objects(self, ctx: Context, cmap: dict[int, tuple[int, int, int, int]], classes: dict[int, dict[str, Any]]) -> None:
+        """Object-based runs: each run's objects as polygons with class, name, confidence and area; the pixel maps of the
+        same runs (segmentation.compare_pixels) in final/pixels/."""
+        import geopandas as gpd
+        import numpy as np
+
+        from chain.atomic import atomic_path
+        from chain.classify import CLASS_NODATA, CONF_NODATA, tile_paths
+        from chain.mosaic import assemble
+
+        cat, tiles, m, p = products.catalog(ctx), products.tiles(ctx), ctx.cfg.mosaic, ctx.paths
+        segments = gpd.read_file(p.segments_vector, engine="pyogrio")
+        for r in products.runs(ctx):
+            with np.load(p.object_classes(r)) as z:
+                code, conf = z["code"], z["confidence"]
+            ids = segments["id"].to_numpy() - 1
+            layer = segments.assign(code=code[ids].astype(int), confidence=conf[ids].astype(int))
+            layer = layer[layer["code"] != CLASS_NODATA]
+            layer.insert(1, "name", [classes.get(int(c), {}).get("name", str(c)) for c in layer["code"]])
+            with atomic_path(p.object_vector_map(r)) as tmp:
+                layer.to_file(tmp, driver="GPKG", layer="objects", engine="pyogrio")
+            if ctx.cfg.segmentation.compare_pixels:
+                d = p.pixel_classified_tiles(r)
+                p.pixel_class_map(r).parent.mkdir(parents=True, exist_ok=True)
+                assemble(p.pixel_class_map(r), cat.grid, tiles, {t.id: tile_paths(d, t)[0] for t in tiles}, "uint8", CLASS_NODATA,
+                         colormap=cmap, description="class (pixel model, for comparison)", cog=m.cog, compress=m.compress,
+                         overview_resampling="mode")
+                assemble(p.pixel_confidence_map(r), cat.grid, tiles, {t.id: tile_paths(d, t)[1] for t in tiles}, "uint8",
+                         CONF_NODATA, description="confidence (max class probability, %)", cog=m.cog, compress=m.compress,
+                         overview_resampling="average")
 
     def _fuse(self, ctx: Context, cmap: dict[int, tuple[int, int, int, int]], classes: dict[int, dict[str, Any]]) -> None:
         from chain.classify import CLASS_NODATA, CONF_NODATA, fuse_tile

@@ -19,7 +19,7 @@ class TrainParams(StepParams):
 
 class Train(Step):
     name = "train"
-    requires = ("sample", "split")
+    requires = ("sample", "split", "objects")  # objects: object-based runs train on the object table
     version = "2"
     Params = TrainParams
 
@@ -30,10 +30,20 @@ class Train(Step):
 
     def outputs(self, ctx: Context) -> list[Path]:
         files = (*model_type(ctx.cfg.model.type).files, "manifest.json")
-        return [ctx.paths.model(r) / f for r in products.runs(ctx) for f in files]
+        return [folder / f for _, folder, _ in self.models(ctx) for f in files]
+
+    @staticmethod
+    def models(ctx: Context) -> list[tuple[int, Path, str]]:
+        """(run, folder, unit) of every model to train: one per run, on objects when segmenting (and then the same
+        type on pixels too, for the comparison, with ``segmentation.compare_pixels``)."""
+        seg = ctx.cfg.segmentation
+        out = [(r, ctx.paths.model(r), "object" if seg.enabled else "pixel") for r in products.runs(ctx)]
+        if seg.enabled and seg.compare_pixels:
+            out += [(r, ctx.paths.pixel_model(r), "pixel") for r in products.runs(ctx)]
+        return out
 
     def run(self, ctx: Context) -> None:
         from chain.training import train_in_workdir
 
-        for run in products.runs(ctx):
-            train_in_workdir(ctx, ctx.cfg.model, ctx.cfg.section("model"), run, ctx.paths.model(run), ctx.signatures[self.name])
+        for run, folder, unit in self.models(ctx):
+            train_in_workdir(ctx, ctx.cfg.model, ctx.cfg.section("model"), run, folder, ctx.signatures[self.name], unit)

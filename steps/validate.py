@@ -22,7 +22,7 @@ class ValidateParams(StepParams):
 
 class Validate(Step):
     name = "validate"
-    requires = ("regularize", "split", "compare_models")
+    requires = ("regularize", "split", "compare_models", "objects")
     after = ("vectorize",)
     version = "6"
     Params = ValidateParams
@@ -59,4 +59,57 @@ class Validate(Step):
         comparison = read_comparison(ctx)
         if comparison.get("models"):
             write_text(p.results, p.results.read_text() + "\n\n" + comparison_text(comparison))
-        html_report.build(p.final, json.loads(p.metrics.read_text()), classes, report_context(ctx))
+        context = report_context(ctx)
+        if ctx.cfg.segmentation.enabled:
+            context["objects"] = self._objects(ctx, part, labels, results["raw"], ev_of=lambda r: polys[polys["poly_id"].isin(
+                split.loc[(split["run"] == r) & (split["part"] == part), "poly_id"])])
+        html_report.build(p.final, json.loads(p.metrics.read_text()), classes, context)
+
+    def _objects(self, ctx: Context, part: str, labels: list[int], object_runs: list[dict[str, Any]], ev_of: Any) -> dict[str, Any]:
+        """Object map against the pixel map of the same runs: OA, kappa, mean F1, object-level accuracy, fragmentation
+        -> metrics.json ("objects") and RESULTS.txt."""
+        import numpy as np
+
+        from chain.atomic import write_json
+        from chain.evaluation import confusion_of_maps
+        from chain.metrics import mean_ci
+        from chain.object_eval import fragmentation, object_accuracy
+        from chain.objects import load
+        from chain.report import run_metrics
+
+        p, seg = ctx.paths, ctx.cfg.segmentation
+        cat, split, tiles = products.catalog(ctx), products.splits(ctx), products.tiles(ctx)
+        table = load(p.objects)
+        rows: dict[str, list[dict[str, Any]]] = {"objects": [], "pixels": []}
+        for r in products.runs(ctx):
+            with np.load(p.object_classes(r)) as z:
+                acc = object_accuracy(table, split, r, part, z["code"])
+            m = object_runs[r]
+            rows["objects"].append({"oa": m["oa"], "kappa": m["kappa"], "f1_mean": m["macro_f1"], "object_accuracy": acc["correct"],
+                                    "evaluation_objects": acc["n_objects"], "left_out_mixed": acc["left_out_mixed"],
+                                    **fragmentation(p.class_map(r))})
+            if seg.compare_pixels:
+                cm = confusion_of_maps([p.pixel_class_map(r)], ev_of(r), cat, tiles, labels)[0]
+                pm = run_metrics(cm, labels)
+                rows["pixels"].append({"oa": pm["oa"], "kappa": pm["kappa"], "f1_mean": pm["macro_f1"],
+                                       **fragmentation(p.pixel_class_map(r))})
+            o = rows["objects"][-1]
+            log.info("validate: run %d objects: OA %.3f, %d of %d evaluation objects right (%.3f), %.1f regions/km²%s", r, o["oa"],
+                     round(o["object_accuracy"] * o["evaluation_objects"]) if o["evaluation_objects"] else 0, o["evaluation_objects"],
+                     o["object_accuracy"], o["regions_per_km2"],
+                     f"; pixels: OA {rows['pixels'][-1]['oa']:.3f}, {rows['pixels'][-1]['regions_per_km2']:.1f} regions/km²"
+                     if rows["pixels"] else "")
+        keys = ("oa", "kappa", "f1_mean", "object_accuracy", "regions_per_km2", "mean_region_m2")
+        summary = {kind: {k: dict(zip(("mean", "ci95"), mean_ci([x[k] for x in v]), strict=True)) for k in keys if k in v[0]}
+                   for kind, v in rows.items() if v}
+        out = {"runs": rows, "summary": summary, "part": part,
+               "segments": json.loads(p.segment_summary.read_text()), "objects": json.loads(p.object_summary.read_text())}
+        metrics = json.loads(p.metrics.read_text())
+        write_json(p.metrics, {**metrics, "objects": out})
+        lines = ["Objects vs pixels (mean over runs)", f"{'':22s}{'objects':>12s}{'pixels':>12s}"]
+        for k in keys:
+            ob = summary["objects"].get(k, {}).get("mean", float("nan"))
+            px = summary.get("pixels", {}).get(k, {}).get("mean", float("nan"))
+            lines.append(f"{k:22s}{ob:12.3f}{px:12.3f}")
+        write_text(p.results, p.results.read_text() + "\n\n" + "\n".join(lines) + "\n")
+        return out

@@ -78,5 +78,10 @@ def load(folder: Path, engine: str = "compiled", threads: int | None = 1, spec: 
     """The trained model of ``folder`` as a ``Predictor``, by the type its manifest names (``spec``, ``cat``: the
     features it will be given, when they may differ from the training ones, e.g. another year's date grid)."""
     manifest = read_manifest(folder)
-    return model_type(manifest["type"], f"the model in {folder}").load(folder, manifest, engine=engine, threads=threads,
-                                                                        spec=spec, cat=cat)
+    predictor = model_type(manifest["type"], f"the model in {folder}").load(folder, manifest, engine=engine, threads=threads,
+                                                                             spec=spec, cat=cat)
+    if manifest.get("unit") == "object":  # trained on object features: one class per object of segments.tif
+        from chain.object_model import ObjectPredictor
+
+        return ObjectPredictor(predictor, folder, manifest)
+    return predictor
