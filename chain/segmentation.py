@@ -19,6 +19,7 @@ module only feeds them and stitches their tiles:
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,8 +90,10 @@ def run_algorithm(image: np.ndarray, params: dict[str, Any], pixel_area_m2: floa
 
     min_px = max(1, int(round(params["min_size_m2"] / pixel_area_m2)))
     if params["method"] == "felzenszwalb":
-        return felzenszwalb(image, scale=params["scale"], sigma=params["sigma"], min_size=min_px,
-                            channel_axis=-1).astype(np.int32)
+        with warnings.catch_warnings():  # scikit-image asks whether a 3-4 band image is meant as multichannel: it is
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return felzenszwalb(image, scale=params["scale"], sigma=params["sigma"], min_size=min_px,
+                                channel_axis=-1).astype(np.int32)
     # SLIC seeds lie on a regular grid of step s from s // 2 of the image it is given. Anchored on the scene's grid
     # (the image cropped to start on a multiple of s, and as many segments as make the step exactly s, s odd so that
     # the rounding inside scikit-image keeps it), every tile places the seeds where a whole-scene run does.
