@@ -89,7 +89,7 @@ def finish(n_ok: np.ndarray, s1: np.ndarray, s2: np.ndarray, q: np.ndarray, stat
         else:
             cols.append(q[:, :, qi].astype(np.float64))
             qi += 1
-    out = np.stack(cols, axis=2).reshape(len(n_ok), -1) if cols else np.empty((len(n_ok), 0))
+    out = np.stack(cols, axis=2).reshape(len(n_ok), s1.shape[1] * len(cols))
     return out.astype(np.float32)
 
 
