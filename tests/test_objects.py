@@ -11,7 +11,7 @@ import rasterio
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from chain import config, products
+from chain import products
 from chain.grid import make_tiles
 from chain.objects import ObjectTable, grouped_quantiles, load, merge, object_tile, run_samples
 from chain.runner import Context, run_pipeline

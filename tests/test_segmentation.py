@@ -78,7 +78,7 @@ def test_segments_are_a_cog_and_a_gpkg_whose_polygons_match_the_raster(vhr, tmp_
     ids, profile = segments(cfg)
     gdf = gpd.read_file(final / "segments.gpkg")
     assert sorted(gdf["id"]) == list(range(1, ids.max() + 1))  # one feature per object, pieces from several tiles merged
-    back = rasterize(zip(gdf.geometry, gdf["id"]), out_shape=ids.shape, transform=profile["transform"], dtype="uint32")
+    back = rasterize(zip(gdf.geometry, gdf["id"], strict=False), out_shape=ids.shape, transform=profile["transform"], dtype="uint32")
     assert (back == ids).mean() > 0.999
     np.testing.assert_allclose(gdf["area_m2"], np.bincount(ids.ravel())[gdf["id"]] * 1.5**2)
 
