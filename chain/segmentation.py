@@ -233,10 +233,12 @@ def _seam(a: Tile, b: Tile, A: dict[str, np.ndarray], B: dict[str, np.ndarray], 
     return p_core, q_core, p_a, q_a, p_b, q_b
 
 
-def write_tile_ids(tile: Tile, grid: GridSpec, in_dir: Path, out_dir: Path, offset: int, ids: np.ndarray) -> str:
-    """The tile's core with the scene's object ids, as a uint32 GeoTIFF (``<out_dir>/<tile>.tif``)."""
+def write_tile_ids(tile: Tile, grid: GridSpec, in_dir: Path, out_dir: Path, offsets: dict[str, int], ids: np.ndarray) -> str:
+    """The tile's core with the scene's object ids, as a uint32 GeoTIFF (``<out_dir>/<tile>.tif``); ``offsets``: each
+    tile's first node in ``ids`` (``stitch``)."""
     from chain.raster import write_tile
 
+    offset = offsets[tile.id]
     core = _load(in_dir, tile)["core"]
     lut = ids[offset:offset + int(core.max(initial=0)) + 1].copy()
     lut[0] = SEGMENT_NODATA

@@ -116,8 +116,9 @@ class Segment(Step):
         n = int(ids.max(initial=0))
         id_dir = p.segment_id_tiles
         id_dir.mkdir(parents=True, exist_ok=True)
-        for i, t in enumerate(tiles):
-            S.write_tile_ids(t, cat.grid, out, id_dir, int(offsets[i]), ids)
+        first = {t.id: int(offsets[i]) for i, t in enumerate(tiles)}
+        map_tiles(client, ctx.cfg.cluster, S.write_tile_ids, tiles, cat.grid, out, id_dir, first, client.scatter(ids, broadcast=True),
+                  is_done=lambda t: False, key=f"segment-ids-{ctx.signatures[self.name][:12]}-{n}", desc="segment: object ids")
         assemble(p.segments, cat.grid, tiles, {t.id: id_dir / f"{t.id}.tif" for t in tiles}, "uint32", S.SEGMENT_NODATA,
                  description="object id", cog=ctx.cfg.mosaic.cog, compress=ctx.cfg.mosaic.compress, overview_resampling="nearest")
         futures = client.map(S.tile_polygons, tiles, grid=cat.grid, segments=p.segments, pure=False)
