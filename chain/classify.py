@@ -69,13 +69,15 @@ def validity_path(out_dir: Path, tile: Tile) -> Path:
 
 def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, out_dir: Path,
                   probabilities: bool = False, engine: str = "compiled", threads: int = 1,
-                  validity: bool = False) -> str:
+                  validity: bool = False, inference_batch: int | None = None) -> str:
     """Class and confidence tiles (+ probabilities, + the observation counts per sensor when ``validity``).
 
     The validity counts come with the features at no extra read, so PixelsValidity is written here
     (for one run) rather than by a separate pass over every band.
     """
     model = cached_model(model_dir, engine, threads, spec, cat)
+    if inference_batch and model.inputs:  # patch and temporal networks: classify.inference_batch over the model's own
+        model.batch = inference_batch
     valid, probs, per_sensor = model.predict_window(cat, spec, tile.window)
     h, w = valid.shape
     labels = np.full((h, w), CLASS_NODATA, dtype=np.uint8)
@@ -105,7 +107,8 @@ def tile_done(out_dir: Path, tile: Tile, probabilities: bool, validity: bool) ->
 
 
 def classify_tile_runs(tile: Tile, cat: Catalog, spec: FeatureSpec, runs: list[tuple[Path, Path, bool]],
-                       probabilities: bool = False, engine: str = "compiled", threads: int = 1) -> str:
+                       probabilities: bool = False, engine: str = "compiled", threads: int = 1,
+                       inference_batch: int | None = None) -> str:
     """``classify_tile`` for every run's (model folder, output folder, write validity) not yet done for ``tile``.
 
     The tile's features are read and gap-filled once and shared by every run's model
@@ -117,7 +120,7 @@ def classify_tile_runs(tile: Tile, cat: Catalog, spec: FeatureSpec, runs: list[t
     with reused_reads():
         for model_dir, out_dir, validity in runs:
             if not tile_done(out_dir, tile, probabilities, validity):
-                classify_tile(tile, cat, spec, model_dir, out_dir, probabilities, engine, threads, validity)
+                classify_tile(tile, cat, spec, model_dir, out_dir, probabilities, engine, threads, validity, inference_batch)
     return tile.id
 
 

@@ -156,6 +156,9 @@ class ClassifyConfig(Section):
     probabilities: bool = False  # also write one probability band per class (uint8, 0-100)
     # compiled: Random Forests evaluated by chain.forest (same predictions, faster); sklearn: model.predict_proba
     engine: Literal["compiled", "sklearn"] = "compiled"
+    # patch and temporal networks: pixels per forward pass (null: the model's own inference_batch); more uses more
+    # memory per worker, the probabilities are the same
+    inference_batch: int | None = Field(None, ge=1)
 
 
 class FusionConfig(Section):

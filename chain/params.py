@@ -93,8 +93,11 @@ NO_EFFECT: dict[str, str] = {
     "model.n_jobs": "parallelism of the Random Forest's fit",
     "model.num_workers": "DataLoader processes: the batches are the same",
     "model.inference_batch": "pixels per forward pass: the same probabilities",
+    "model.torch_threads": "CPU threads of a torch training: the same schedule and data (float sums may differ in the last bits)",
+    "classify.inference_batch": "pixels per forward pass: the same probabilities",
     "compare_models.n_jobs": "as model.n_jobs",
     "compare_models.num_workers": "as model.num_workers",
     "compare_models.inference_batch": "as model.inference_batch",
+    "compare_models.torch_threads": "as model.torch_threads",
 }
-RESOURCE_KEYS = ("n_jobs", "num_workers", "inference_batch")  # model keys in NO_EFFECT
+RESOURCE_KEYS = ("n_jobs", "num_workers", "inference_batch", "torch_threads")  # model keys in NO_EFFECT

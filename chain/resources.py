@@ -60,3 +60,26 @@ def check_tile_memory(cluster: object, tile_px: int, width: int, height: int, n_
         raise ConfigError(
             f"cluster.memory_limit {limit_text} is too small for one tile: a {min(tile_px, width)} x {min(tile_px, height)} px tile of "
             f"{n_features} features needs about {human(need)} in a worker; {hint}raise cluster.memory_limit to {human(need / 0.9 * 1.1)}")
+
+
+def allotted_cores() -> int:
+    """The cores this process may use: the batch system's allocation (SLURM, PBS), the CPU affinity mask and the
+    cgroup CPU quota (containers), whichever is smallest; never more than the machine has."""
+    import math
+    import os
+
+    counts = [os.cpu_count() or 1]
+    if hasattr(os, "sched_getaffinity"):
+        counts.append(len(os.sched_getaffinity(0)))
+    for var in ("SLURM_CPUS_PER_TASK", "PBS_NCPUS", "NCPUS"):
+        v = os.environ.get(var, "")
+        if v.isdigit() and int(v) > 0:
+            counts.append(int(v))
+            break
+    try:  # cgroup v2: "max 100000" (no quota) or "<quota> <period>"
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            counts.append(max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(counts))

@@ -14,7 +14,7 @@ from chain.runner import Context, Step
 
 class ClassifyParams(StepParams):
     # both engines give the same classes: switching re-runs nothing
-    classify: Annotated[dict[str, Any], From("classify", exclude=("engine",))]
+    classify: Annotated[dict[str, Any], From("classify", exclude=("engine", "inference_batch"))]
     tile_size_px: Annotated[int, From("grid.tile_size_px")]
 
 
@@ -75,7 +75,7 @@ class Classify(Step):
         # one task per tile maps every run: the tile is read and gap-filled once for all of them
         runs = f"{len(jobs)} runs" if len(jobs) > 1 else "run 0"
         map_tiles(ctx.client(), ctx.cfg.cluster, classify_tile_runs, products.tiles(ctx), cat, spec, jobs, proba,
-                  ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker, is_done=is_done,
+                  ctx.cfg.classify.engine, ctx.cfg.cluster.threads_per_worker, ctx.cfg.classify.inference_batch, is_done=is_done,
                   key=f"classify-{ctx.signatures[self.name][:12]}", desc=f"classify: {runs}")
         if seg.enabled:  # each object's class and confidence, for the objects' vector layer and object-level validation
             from chain.atomic import atomic_path

@@ -1,6 +1,7 @@
 """Patch models: networks, trainer, patch reading, tiled inference, and the chain end to end on CPU."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -80,7 +81,8 @@ def test_networks_give_fused_and_auxiliary_logits(kind, n_aux):
     y = torch.arange(6) % 7
     ce = torch.nn.CrossEntropyLoss()
     expected = ce(out["fused"], y) + 0.3 * sum((ce(a, y) for a in out["aux"]), torch.tensor(0.0))
-    assert torch.isclose(trainer._losses(out, y, ce, 0.3), expected)
+    total, main = trainer._losses(out, y, ce, 0.3)
+    assert torch.isclose(total, expected) and torch.isclose(main, ce(out["fused"], y))
 
 
 def test_default_sizes_follow_the_papers():
@@ -286,3 +288,70 @@ def test_pansharpened_patches_keep_the_ms_level_and_add_pan_detail(scene, tmp_pa
     assert np.median(np.abs(back - ms) / ms) < 0.15
     run_pipeline(cfg)  # M3Fusion on the pansharpened patches, end to end
     assert json.loads((cfg.workdir / "train" / "run_0" / "manifest.json").read_text())["shapes"]["vhr"]["channels"] == 4
+
+
+@pytest.mark.parametrize("kind", ["multiresolcc", "m3fusion", "twinns"])
+def test_the_exported_program_gives_the_same_probabilities(tmp_path, kind):
+    net, norm, hist = _train(kind, 1)
+    shapes = SHAPES[kind]
+    inputs = [{"name": k, "kind": "grid", "size": s["size"], "index": list(range(s["channels"])), "steps": s["steps"]}
+              for k, s in shapes.items()]
+    manifest = {"type": kind, "classes": [1, 2, 3], "shapes": shapes, "params": SMALL[kind] | TRAIN, "feature_names": ["a"],
+                "inputs": inputs}
+    trainer.save(tmp_path, net, norm, hist, manifest)
+    served = torch.export.load(str(tmp_path / "model.pt2")).module()  # what a user elsewhere does, without chain
+    rng = np.random.default_rng(3)
+    raw = {k: (rng.normal(size=(9, s["channels"], s["size"], s["size"])) * 2 + 1).astype(np.float32) for k, s in shapes.items()}
+    first = next(iter(raw))
+    raw[first][0, 0, 0, 0] = np.nan  # a missing value: 0 after normalisation, in both
+    with torch.no_grad():
+        want = torch.softmax(net({k: torch.from_numpy(norm.apply(k, v)) for k, v in raw.items()})["fused"], 1).numpy()
+        got = served(*[torch.from_numpy(raw[k]) for k in shapes]).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got.shape == (9, 3) and np.allclose(got.sum(1), 1, atol=1e-5)
+
+
+def test_normalisation_is_streamed_and_equals_the_whole_set_statistics():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(6000, 12, 9, 9)) * 3 + 5).astype(np.float16)
+    x[5, 2, 1, 1] = np.nan
+    ref = x.astype(np.float64)
+    tracemalloc.start()
+    norm = trainer.Normaliser.fit({"a": x}, chunk_bytes=2 * 2**20)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_allclose(norm.mean["a"], np.nanmean(ref, axis=(0, 2, 3)), rtol=1e-10)
+    np.testing.assert_allclose(norm.std["a"], np.nanstd(ref, axis=(0, 2, 3)), rtol=1e-8)
+    assert peak < 0.5 * x.nbytes, f"fit held {peak / 2**20:.1f} MiB for a {x.nbytes / 2**20:.1f} MiB float16 set"
+    # per band over the dates (a 3-date series of 4 bands): the same as the old whole-array rule
+    per = trainer.Normaliser.fit({"a": x}, {"a": 4})
+    r = ref.reshape(6000, 3, 4, 9, 9).swapaxes(1, 2).reshape(6000, 4, -1, 1)
+    np.testing.assert_allclose(per.mean["a"], np.nanmean(r, axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_training_uses_the_configured_threads_and_restores_them():
+    before = torch.get_num_threads()
+    cfg = config.parse_model({**SMALL["twinns"], **TRAIN, "torch_threads": 1})
+    shapes = SHAPES["twinns"]
+    y = np.repeat([1, 2], 10)
+    patches = {k: np.random.default_rng(0).normal(size=(20, s["channels"], s["size"], s["size"])).astype(np.float16)
+               for k, s in shapes.items()}
+    inputs = [PatchInput(k, "grid", s["size"], tuple(range(s["channels"])), s["steps"]) for k, s in shapes.items()]
+    _, _, history = trainer.train(cfg, _network(cfg), inputs, {k: s["channels"] for k, s in shapes.items()}, [1, 2], patches, y,
+                                  None, None, 0)
+    assert [h["threads"] for h in history] == [1, 1]
+    assert torch.get_num_threads() == before
+    # unset: the cores allotted to this process (SLURM / affinity / cgroup), not the machine's count
+    from chain.resources import allotted_cores
+
+    monkey = config.parse_model({**SMALL["twinns"], **TRAIN})
+    assert trainer.training_threads(monkey) == allotted_cores() <= (os.cpu_count() or 1)
+
+
+def test_allotted_cores_follow_the_batch_system(monkeypatch):
+    from chain.resources import allotted_cores
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert allotted_cores() == 1

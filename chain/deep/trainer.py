@@ -52,14 +52,28 @@ class Normaliser:
     period: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, patches: dict[str, np.ndarray], period: dict[str, int] | None = None) -> Normaliser:
+    def fit(cls, patches: dict[str, np.ndarray], period: dict[str, int] | None = None, chunk_bytes: int = 16 * 2**20) -> Normaliser:
+        """Streamed over chunks of samples with float64 sums (count, sum, sum of squares per channel): memory is one
+        chunk (``chunk_bytes`` in float64) whatever the training set's size, never a float64 copy of it."""
         mean, std, period = {}, {}, period or {}
         for name, x in patches.items():
-            x = x.astype(np.float64)
-            if name in period:  # (n, T x D, s, s) -> per band over samples, dates and pixels
-                x = x.reshape(x.shape[0], -1, period[name], *x.shape[2:]).swapaxes(1, 2).reshape(x.shape[0], period[name], -1, 1)
-            m = np.nanmean(x, axis=(0, 2, 3))
-            s = np.nanstd(x, axis=(0, 2, 3))
+            per_sample = int(np.prod(x.shape[1:])) or 1
+            step = max(1, chunk_bytes // (8 * per_sample))
+            n_ch = int(period[name]) if name in period else int(x.shape[1])
+            count, s1, s2 = np.zeros(n_ch), np.zeros(n_ch), np.zeros(n_ch)
+            for a in range(0, x.shape[0], step):
+                c = x[a:a + step].astype(np.float64)
+                if name in period:  # (n, T x D, s, s) -> per band over samples, dates and pixels
+                    c = c.reshape(c.shape[0], -1, period[name], *c.shape[2:]).swapaxes(1, 2)
+                c = c.swapaxes(0, 1).reshape(n_ch, -1)  # (channels, everything else)
+                ok = np.isfinite(c)
+                c = np.where(ok, c, 0.0)
+                count += ok.sum(axis=1)
+                s1 += c.sum(axis=1)
+                s2 += (c * c).sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m = s1 / count
+                s = np.sqrt(np.maximum(s2 / count - m * m, 0.0))
             mean[name] = np.nan_to_num(m).tolist()
             std[name] = np.where(np.isfinite(s) & (s > 1e-12), s, 1.0).tolist()
         return cls(mean, std, dict(period))
@@ -103,16 +117,25 @@ def _augment(batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, 
     return out
 
 
-def _losses(out: dict[str, Any], y: torch.Tensor, criterion: nn.Module, aux_weight: float) -> torch.Tensor:
-    loss = criterion(out["fused"], y)
+def _losses(out: dict[str, Any], y: torch.Tensor, criterion: nn.Module, aux_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the loss trained on: the fused head's plus the weighted auxiliary heads', the fused head's alone)."""
+    main = criterion(out["fused"], y)
+    loss = main
     for aux in out["aux"]:
         loss = loss + aux_weight * criterion(aux, y)
-    return loss
+    return loss, main
 
 
-def _to_tensors(patches: dict[str, np.ndarray], norm: Normaliser) -> dict[str, torch.Tensor]:
-    # float16 in memory halves the footprint; batches are cast to float32 on the way in
-    return {k: torch.from_numpy(norm.apply(k, v).astype(np.float16)) for k, v in patches.items()}
+def _to_tensors(patches: dict[str, np.ndarray], norm: Normaliser, chunk: int = 4096) -> dict[str, torch.Tensor]:
+    # float16 in memory halves the footprint; batches are cast to float32 on the way in. Normalised a chunk of samples
+    # at a time into the float16 array, so that no float32 copy of the whole set is ever made
+    out = {}
+    for k, v in patches.items():
+        dst = np.empty(v.shape, np.float16)
+        for a in range(0, v.shape[0], chunk):
+            dst[a:a + chunk] = norm.apply(k, v[a:a + chunk])
+        out[k] = torch.from_numpy(dst)
+    return out
 
 
 def evaluate(net: nn.Module, data: dict[str, torch.Tensor], y: torch.Tensor, criterion: nn.Module, aux_weight: float,
@@ -124,7 +147,7 @@ def evaluate(net: nn.Module, data: dict[str, torch.Tensor], y: torch.Tensor, cri
             xb = {k: v[s:s + batch].to(device).float() for k, v in data.items()}
             yb = y[s:s + batch].to(device)
             out = net(xb)
-            total += float(_losses(out, yb, criterion, aux_weight)) * len(yb)
+            total += float(_losses(out, yb, criterion, aux_weight)[1]) * len(yb)  # the fused head's: what the map uses
             correct += int((out["fused"].argmax(1) == yb).sum())
     return total / max(len(y), 1), correct / max(len(y), 1)
 
@@ -140,6 +163,28 @@ def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: 
     last epoch: a killed training, restarted, ends with the same weights as an uninterrupted one.
     """
     device = resolve_device(model_cfg.device)
+    threads = training_threads(model_cfg)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train(model_cfg, network, inputs, channels, classes, train_patches, y_train, val_patches, y_val, seed, checkpoint,
+                      period, device, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def training_threads(model_cfg: Any) -> int:
+    """``model.torch_threads``, else the cores allotted to this process (``chain.resources.allotted_cores``)."""
+    from chain.resources import allotted_cores
+
+    return int(getattr(model_cfg, "torch_threads", None) or allotted_cores())
+
+
+def _train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
+           train_patches: dict[str, np.ndarray], y_train: np.ndarray, val_patches: dict[str, np.ndarray] | None,
+           y_val: np.ndarray | None, seed: int, checkpoint: Path | None, period: dict[str, int] | None, device: torch.device,
+           threads: int) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+    log.info("train: %s on %s, %d CPU thread(s)", model_cfg.type, device, threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if device.type == "cpu":
@@ -171,7 +216,8 @@ def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: 
     augment = getattr(model_cfg, "augment", False)
     history: list[dict[str, float]] = []
     best, best_state, waited, start, stopped = float("inf"), None, 0, 0, False
-    monitor = "val_loss" if yval is not None else "train_loss"
+    # the best epoch and early stopping look at the fused head's loss (the map's), not at the auxiliary heads'
+    monitor = "val_loss" if yval is not None else "train_main_loss"
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         net.load_state_dict(state["net"])
@@ -190,7 +236,7 @@ def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: 
         bar.update(start)
         for epoch in range(start, model_cfg.epochs if not stopped else start):
             net.train()
-            t0, total, seen = time.time(), 0.0, 0
+            t0, total, total_main, seen = time.time(), 0.0, 0.0, 0
             batches = Progress(len(sampler), f"epoch {epoch + 1}", log, unit="batch", log_lines=False)
             for *xs, yb in loader:
                 batches.update()
@@ -200,7 +246,7 @@ def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: 
                 yb = yb.to(device, non_blocking=cuda)
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-                    loss = _losses(net(xb), yb, criterion, model_cfg.aux_weight)
+                    loss, main = _losses(net(xb), yb, criterion, model_cfg.aux_weight)
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.step(opt)
@@ -209,12 +255,15 @@ def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: 
                     loss.backward()
                     opt.step()
                 total += float(loss.detach()) * len(yb)
+                total_main += float(main.detach()) * len(yb)
                 seen += len(yb)
             batches.close()
             if sched is not None:
                 sched.step()
-            row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "seconds": time.time() - t0,
-                   "samples_per_s": seen / max(time.time() - t0, 1e-9), "lr": opt.param_groups[0]["lr"]}
+            row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "train_main_loss": total_main / max(seen, 1),
+                   "seconds": time.time() - t0,
+                   "samples_per_s": seen / max(time.time() - t0, 1e-9), "lr": opt.param_groups[0]["lr"],
+                   "threads": torch.get_num_threads()}
             if xval is not None and yval is not None:
                 row["val_loss"], row["val_acc"] = evaluate(net, xval, yval, criterion, model_cfg.aux_weight, device,
                                                            model_cfg.inference_batch)
@@ -259,6 +308,11 @@ def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str,
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "model.pt") as tmp:
         torch.save(net.state_dict(), tmp)
+    if manifest.get("inputs") and manifest.get("shapes"):
+        from chain.deep.export import export_program
+
+        # the same network as one file with its normalisation, for serving elsewhere (chain.deep.export)
+        export_program(folder / "model.pt2", net, norm, manifest["shapes"], [i["name"] for i in manifest["inputs"]])
     write_json(folder / "history.json", history)
     plot_curves(history, folder / "curves.png")
     save_manifest(folder, {**manifest, "normalisation": {"mean": norm.mean, "std": norm.std, "period": norm.period}})

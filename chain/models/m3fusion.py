@@ -29,6 +29,7 @@ class M3FusionModel(DeepTraining):
     # "pansharpened" = the 4 MS bands pansharpened to the PAN pixels on the fly (as in the paper)
     vhr_input: Literal["stack", "pansharpened"] = "stack"
     cnn_channels: tuple[int, int] = (256, 512)  # the 7x7 conv, then the 3x3 convs and the 1x1 fusion
+    epochs: int = Field(400, ge=1)  # the reference code's schedule (with early stopping on the fused loss, model.patience)
 
 
 class M3FusionNet(nn.Module):

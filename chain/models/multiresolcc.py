@@ -27,6 +27,7 @@ class MultiResoLCCModel(DeepTraining):
     pan_channels: tuple[int, int, int] = (128, 256, 512)
     ms_channels: tuple[int, int, int] = (256, 512, 1024)
     augment: bool = True  # random rotations / flips / transposition of both patches
+    epochs: int = Field(250, ge=1)  # the reference schedule (with early stopping on the fused loss, model.patience)
 
 
 class MultiResoLCCNet(nn.Module):
