@@ -15,6 +15,9 @@ class TrainParams(StepParams):
     model: Annotated[dict[str, Any], From("model", exclude=RESOURCE_KEYS)]  # parallelism and batching do not change the model
     seed: Annotated[int, From("seed")]
     scheme: Annotated[str, From("split.scheme")]
+    # objects or pixels (and both, for the comparison): what the models learn from
+    segmentation: Annotated[str, From("segmentation.method")]
+    compare_pixels: Annotated[bool, From("segmentation.compare_pixels")]
 
 
 class Train(Step):

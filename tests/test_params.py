@@ -92,4 +92,4 @@ def test_a_changed_key_re_runs_exactly_what_it_affects(done, override, expected)
     reports = run_pipeline(config.load(done, [override]), dry_run=True)
     assert {r.step for r in reports if r.action == "would run"} == expected
     # the optional steps this config does not enable are never run
-    assert {r.step for r in reports if r.action == "off"} <= {"cube", "compare_models", "vectorize"}
+    assert {r.step for r in reports if r.action == "off"} <= {"cube", "segment", "objects", "compare_models", "vectorize"}
