@@ -161,6 +161,16 @@ class ClassifyConfig(Section):
     inference_batch: int | None = Field(None, ge=1)
 
 
+class CalibrationConfig(Section):
+    """Temperature scaling of the models' probabilities (chain.calibration): calibrated confidence maps."""
+
+    # null (auto): on with the 64/16/20 split (fitted on the validation polygons), off with 30/70; true with 30/70
+    # holds out ``holdout`` of each run's training polygons (per class) to fit it, which changes what the model learns from
+    enabled: bool | None = None
+    holdout: float = Field(0.2, gt=0, lt=0.9)
+    bins: int = Field(10, ge=2, le=50)  # of the reliability diagram and the ECE in the report
+
+
 class FusionConfig(Section):
     enabled: bool = False  # majority vote of the runs' maps (needs split.runs >= 2)
 
@@ -247,6 +257,7 @@ class Config(Section):
     # report's model comparison table, e.g. a deep model beside its RF counterparts
     compare_models: list[SerializeAsAny[ModelSection]] = Field(default_factory=list)
     classify: ClassifyConfig = ClassifyConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
     cluster: ClusterConfig = ClusterConfig()
     mosaic: MosaicConfig = MosaicConfig()
     regularize: RegularizeConfig = RegularizeConfig()

@@ -19,17 +19,21 @@ if TYPE_CHECKING:
 
 def predict_samples(model: Predictor, ev: Samples, cat: Catalog, spec: FeatureSpec, tile_size: int) -> np.ndarray:
     """Predicted class of each sample pixel: pixel models from the sampled features, patch models tile by tile."""
+    return np.asarray(model.classes_)[proba_of_samples(model, ev, cat, spec, tile_size).argmax(1)]
+
+
+def proba_of_samples(model: Predictor, ev: Samples, cat: Catalog, spec: FeatureSpec, tile_size: int) -> np.ndarray:
+    """(n, K) probabilities of each sample pixel (the model's classes' order)."""
     if not model.inputs:
-        return np.asarray(model.classes_)[np.asarray(model.predict_proba(ev.X)).argmax(1)]
+        return np.asarray(model.predict_proba(ev.X), dtype=np.float64)
     from chain.deep.inputs import TileBlock, by_tile
 
-    out = np.zeros(len(ev.row), np.int64)
+    out = np.zeros((len(ev.row), len(model.classes_)), np.float64)
     for window, idx in by_tile(cat, ev.row, ev.col, tile_size):
         block = TileBlock(cat, spec, model.inputs, window)
         for s in range(0, len(idx), model.batch):
             part = idx[s:s + model.batch]
-            proba = model.predict_proba(block.gather(ev.row[part], ev.col[part]))
-            out[part] = model.classes_[proba.argmax(1)]
+            out[part] = model.predict_proba(block.gather(ev.row[part], ev.col[part]))
     return out
 
 

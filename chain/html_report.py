@@ -123,6 +123,30 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#666;font-size:.9em}"""
 
 
+def calibration_section(rows: list[dict[str, Any]]) -> str:
+    """ECE before/after temperature scaling per run, and run 0's reliability diagram."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    for key, style in (("before", "o-"), ("after", "s-")):
+        r = rows[0][key]
+        has = np.asarray(r["n"]) > 0
+        ax.plot(np.asarray(r["confidence"])[has], np.asarray(r["accuracy"])[has], style, ms=4,
+                label=f"{key} (ECE {r['ece']:.3f})")
+    ax.set_xlabel("confidence (max probability)"), ax.set_ylabel("accuracy"), ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    uri = png_uri(fig)
+    plt.close(fig)
+    table = html_table(["run", "temperature", "ECE before", "ECE after", "evaluation pixels", "fitted on"],
+                       [[x["run"], f"{x['temperature']:.2f}", f"{x['before']['ece']:.3f}", f"{x['after']['ece']:.3f}",
+                         x["before"]["pixels"], f"{x['fitted_on']} ({x['fit_pixels']} px)"] for x in rows])
+    return ("<h2>Calibrated confidence</h2>" + table + f"<img alt='reliability diagram' src='{uri}'>"
+            "<p class='note'>The confidence maps and probabilities are temperature-scaled: softmax(log p / T), with T fitted "
+            "on pixels the model did not learn from; classes are unchanged. ECE: the mean gap between confidence and accuracy "
+            "over confidence bins, on the evaluation pixels (run 0 in the diagram).</p>")
+
+
 def objects_section(final: Path, objects: dict[str, Any], classes: dict[int, dict]) -> str:
     """Object-based runs: the object map against the pixel map of the same runs, in figures and side by side."""
     from chain.report import mean_ci_text
@@ -219,6 +243,9 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
                      + f"<p class='note'>Every model trained on the same split and scored on all the {html.escape(comparison['part'])} "
                      "pixels (the first row is the model that made the maps); mean ± half-width of the 95 % interval over runs.</p>")
 
+    calibrated = context.get("calibration")
+    if calibrated:
+        parts.append(calibration_section(calibrated))
     objects = context.get("objects")
     if objects:
         parts.append(objects_section(final, objects, classes))

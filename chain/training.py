@@ -70,18 +70,28 @@ def sample_cap(model: Any, max_pixels_per_class: int | None) -> int | None:
 
 def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signature: str, *, samples: Samples,
             split: pd.DataFrame, cat: Catalog, spec: FeatureSpec, seed: int, scheme: str, max_pixels_per_class: int | None,
-            tile_size: int, extra: dict[str, Any] | None = None) -> None:
+            tile_size: int, extra: dict[str, Any] | None = None, calibration: Any = None) -> None:
     """Train ``model`` (a model section) on run ``run``'s training pixels into ``folder`` (skipped when already there).
-    ``extra``: manifest entries over the usual ones (object models: their feature names and where the objects are)."""
+    ``extra``: manifest entries over the usual ones (object models: their feature names and where the objects are).
+    ``calibration`` (the config section, when on): the temperature of its probabilities fitted on the validation
+    pixels (64/16/20) or on a held-out share of the training polygons (30/70) -> ``calibration.json``."""
     from chain.models import model_type
 
     kind = model_type(model.type)
+    if calibration is None:
+        (folder / CALIBRATION).unlink(missing_ok=True)  # from an earlier config: never applied to this one's model
+    cap = sample_cap(model, max_pixels_per_class)
+    held = holdout_polygons(split, run, calibration.holdout, seed) if calibration is not None and scheme == "30/70" else None
     if (folder / "manifest.json").exists() and all((folder / f).exists() for f in kind.files):
         log.info("train: run %d (%s) already trained, resuming", run, model.type)
+        if calibration is not None and not (folder / CALIBRATION).exists():
+            calibrate(folder, run, samples, split, held, cap, seed, scheme, cat, spec, tile_size, calibration)
         return
     (folder / "manifest.json").unlink(missing_ok=True)  # a file of the model is missing (damaged): train it again
-    cap = sample_cap(model, max_pixels_per_class)
+    (folder / CALIBRATION).unlink(missing_ok=True)  # the old model's
     train = select_run(samples, split, run, "train", cap, seed)
+    if held is not None:
+        train = train.take(np.flatnonzero(~np.isin(train.poly_id, held)))
     if len(train.code) == 0:
         raise StepError(f"train: run {run} has no training pixel; are the training polygons smaller than a pixel?")
     validation = select_run(samples, split, run, "validation", cap, seed) if scheme == "64/16/20" else None
@@ -100,6 +110,63 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
     report = kind.fit(model, data, run_seed, manifest)
     log.info("train: run %d: %s on %s (%s) in %.1f s", run, model.type, report.detail,
              ", ".join(f"{c}: {n}" for c, n in zip(codes, counts, strict=True)), report.seconds)
+    if calibration is not None:
+        calibrate(folder, run, samples, split, held, cap, seed, scheme, cat, spec, tile_size, calibration)
+
+
+CALIBRATION = "calibration.json"
+
+
+def holdout_polygons(split: pd.DataFrame, run: int, share: float, seed: int) -> np.ndarray:
+    """``share`` of each class's training polygons of ``run`` (at least one, never all), drawn with a derived seed:
+    held out of the fit to calibrate the model's probabilities (30/70)."""
+    from chain.seeds import rng
+
+    rows = split[(split["run"] == run) & (split["part"] == "train")]
+    out = []
+    for code, group in rows.groupby("code"):
+        ids = np.sort(group["poly_id"].to_numpy())
+        k = min(len(ids) - 1, max(1, int(round(share * len(ids)))))
+        if k > 0:
+            out.append(rng(seed, "calibration", run, int(code)).choice(ids, k, replace=False))
+    return np.concatenate(out) if out else np.empty(0, np.int64)
+
+
+def calibrate(folder: Path, run: int, samples: Samples, split: pd.DataFrame, held: np.ndarray | None, cap: int | None, seed: int,
+              scheme: str, cat: Catalog, spec: FeatureSpec, tile_size: int, section: Any) -> None:
+    """Fit the temperature of the model in ``folder`` on its calibration pixels -> ``calibration.json``."""
+    from chain import calibration, models
+    from chain.atomic import write_json
+    from chain.evaluation import proba_of_samples
+
+    if held is not None:
+        part = select_run(samples, split, run, "train", cap, seed)
+        part = part.take(np.flatnonzero(np.isin(part.poly_id, held)))
+        where = f"{len(held)} held-out training polygons"
+    else:
+        part = select_run(samples, split, run, "validation", cap, seed)
+        where = "the validation polygons"
+    predictor = models.load(folder, "compiled", None, spec=spec, cat=cat, calibrated=False)
+    classes = np.asarray(predictor.classes_)
+    keep = np.isin(part.code, classes)
+    if keep.sum() < 10:
+        log.warning("train: run %d: %d calibration pixel(s) in %s: probabilities left uncalibrated", run, int(keep.sum()), where)
+        write_json(folder / CALIBRATION, {"temperature": 1.0, "fitted_on": where, "pixels": int(keep.sum()), "before": None, "after": None})
+        return
+    part = part.take(np.flatnonzero(keep))
+    proba = proba_of_samples(predictor, part, cat, spec, tile_size)
+    y = np.searchsorted(classes, part.code)
+    t = calibration.fit_temperature(proba, y)
+    before, after = calibration.reliability(proba, y, section.bins), calibration.reliability(calibration.apply(proba, t), y, section.bins)
+    write_json(folder / CALIBRATION, {"temperature": t, "fitted_on": where, "pixels": int(len(y)), "before": before, "after": after})
+    log.info("train: run %d: temperature %.2f fitted on %d pixels of %s (ECE %.3f -> %.3f)", run, t, len(y), where,
+             before["ece"], after["ece"])
+
+
+def calibration_on(cfg: Any, unit: str = "pixel") -> bool:
+    """``calibration.enabled``, auto = with the 64/16/20 split; object models are not calibrated (yet)."""
+    on = cfg.calibration.enabled if cfg.calibration.enabled is not None else cfg.split.scheme == "64/16/20"
+    return bool(on) and unit == "pixel"
 
 
 def check_model(ctx: Any, model: Any) -> None:
@@ -131,4 +198,5 @@ def train_in_workdir(ctx: Any, model: Any, params: dict[str, Any], run: int, fol
         extra = manifest_entries(folder, ctx.paths.objects, ctx.paths.segments, table.names) | {"objects_mixed": mixed}
     fit_run(model, params, run, folder, signature, samples=samples, split=products.splits(ctx),
             cat=products.catalog(ctx), spec=products.spec(ctx), seed=cfg.seed, scheme=cfg.split.scheme,
-            max_pixels_per_class=cfg.sample.max_pixels_per_class, tile_size=cfg.grid.tile_size_px, extra=extra)
+            max_pixels_per_class=cfg.sample.max_pixels_per_class, tile_size=cfg.grid.tile_size_px, extra=extra,
+            calibration=cfg.calibration if calibration_on(cfg, unit) else None)

@@ -18,6 +18,7 @@ class TrainParams(StepParams):
     # objects or pixels (and both, for the comparison): what the models learn from
     segmentation: Annotated[str, From("segmentation.method")]
     compare_pixels: Annotated[bool, From("segmentation.compare_pixels")]
+    calibration: Annotated[dict[str, Any], From("calibration")]
 
 
 class Train(Step):
@@ -32,8 +33,10 @@ class Train(Step):
         check_model(ctx, ctx.cfg.model)
 
     def outputs(self, ctx: Context) -> list[Path]:
+        from chain.training import CALIBRATION, calibration_on
+
         files = (*model_type(ctx.cfg.model.type).files, "manifest.json")
-        return [folder / f for _, folder, _ in self.models(ctx) for f in files]
+        return [folder / f for _, folder, unit in self.models(ctx) for f in (*files, *([CALIBRATION] if calibration_on(ctx.cfg, unit) else []))]
 
     @staticmethod
     def models(ctx: Context) -> list[tuple[int, Path, str]]:

@@ -60,10 +60,52 @@ class Validate(Step):
         if comparison.get("models"):
             write_text(p.results, p.results.read_text() + "\n\n" + comparison_text(comparison))
         context = report_context(ctx)
+        calibrated = self._calibration(ctx, part)
+        if calibrated:
+            context["calibration"] = calibrated
         if ctx.cfg.segmentation.enabled:
             context["objects"] = self._objects(ctx, part, labels, results["raw"], ev_of=lambda r: polys[polys["poly_id"].isin(
                 split.loc[(split["run"] == r) & (split["part"] == part), "poly_id"])])
         html_report.build(p.final, json.loads(p.metrics.read_text()), classes, context)
+
+    def _calibration(self, ctx: Context, part: str) -> list[dict[str, Any]]:
+        """Reliability of each calibrated run's probabilities on its evaluation pixels, before and after its temperature
+        -> metrics.json ("calibration"), RESULTS.txt and the report."""
+        import numpy as np
+
+        from chain import calibration, models
+        from chain.atomic import write_json
+        from chain.evaluation import proba_of_samples
+        from chain.sampling import select_run
+        from chain.training import CALIBRATION
+
+        p = ctx.paths
+        runs = [r for r in products.runs(ctx) if (p.model(r) / CALIBRATION).exists()]
+        if not runs or ctx.cfg.segmentation.enabled:
+            return []
+        cat, spec, samples, split = products.catalog(ctx), products.spec(ctx), products.samples(ctx), products.splits(ctx)
+        bins = ctx.cfg.calibration.bins
+        rows = []
+        for r in runs:
+            fitted = json.loads((p.model(r) / CALIBRATION).read_text())
+            raw = models.load(p.model(r), "compiled", None, spec=spec, cat=cat, calibrated=False)
+            ev = select_run(samples, split, r, part, 20000, ctx.cfg.seed)  # a seeded draw of up to 20 000 pixels per class
+            ev = ev.take(np.flatnonzero(np.isin(ev.code, raw.classes_)))
+            proba = proba_of_samples(raw, ev, cat, spec, ctx.cfg.grid.tile_size_px)
+            y = np.searchsorted(np.asarray(raw.classes_), ev.code)
+            t = float(fitted["temperature"])
+            rows.append({"run": r, "temperature": t, "fitted_on": fitted["fitted_on"], "fit_pixels": fitted["pixels"],
+                         "before": calibration.reliability(proba, y, bins),
+                         "after": calibration.reliability(calibration.apply(proba, t), y, bins)})
+            log.info("validate: run %d: ECE on %d %s pixels %.3f before calibration, %.3f after (T = %.2f)", r, len(y), part,
+                     rows[-1]["before"]["ece"], rows[-1]["after"]["ece"], t)
+        write_json(p.metrics, {**json.loads(p.metrics.read_text()), "calibration": {"part": part, "runs": rows}})
+        lines = [f"Calibration (temperature scaling; ECE on the {part} pixels, {bins} bins)",
+                 f"{'run':>4s} {'T':>6s} {'ECE before':>11s} {'ECE after':>10s}  fitted on"]
+        lines += [f"{x['run']:>4d} {x['temperature']:>6.2f} {x['before']['ece']:>11.3f} {x['after']['ece']:>10.3f}  {x['fitted_on']}"
+                  for x in rows]
+        write_text(p.results, p.results.read_text() + "\n\n" + "\n".join(lines) + "\n")
+        return rows
 
     def _objects(self, ctx: Context, part: str, labels: list[int], object_runs: list[dict[str, Any]], ev_of: Any) -> dict[str, Any]:
         """Object map against the pixel map of the same runs: OA, kappa, mean F1, object-level accuracy, fragmentation

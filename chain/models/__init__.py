@@ -74,7 +74,8 @@ def check(folder: Path, feature_names: list[str] | None = None, inputs: list[dic
     return manifest
 
 
-def load(folder: Path, engine: str = "compiled", threads: int | None = 1, spec: Any = None, cat: Any = None) -> Predictor:
+def load(folder: Path, engine: str = "compiled", threads: int | None = 1, spec: Any = None, cat: Any = None,
+         calibrated: bool = True) -> Predictor:
     """The trained model of ``folder`` as a ``Predictor``, by the type its manifest names (``spec``, ``cat``: the
     features it will be given, when they may differ from the training ones, e.g. another year's date grid)."""
     manifest = read_manifest(folder)
@@ -84,4 +85,8 @@ def load(folder: Path, engine: str = "compiled", threads: int | None = 1, spec: 
         from chain.object_model import ObjectPredictor
 
         return ObjectPredictor(predictor, folder, manifest)
+    if calibrated and (folder / "calibration.json").exists():  # temperature scaling (chain.calibration)
+        from chain.models.base import CalibratedPredictor
+
+        return CalibratedPredictor(predictor, float(json.loads((folder / "calibration.json").read_text())["temperature"]))
     return predictor

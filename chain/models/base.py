@@ -79,6 +79,30 @@ class PixelPredictor(Predictor):
         return valid, proba, block.per_sensor
 
 
+class CalibratedPredictor(Predictor):
+    """A model whose probabilities are temperature-scaled (``chain.calibration``): same classes, calibrated confidence."""
+
+    def __init__(self, inner: Predictor, temperature: float):
+        self.inner, self.temperature = inner, temperature
+        self.classes_, self.inputs, self.batch = inner.classes_, inner.inputs, inner.batch
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "batch" and "inner" in self.__dict__:  # classify.inference_batch reaches the model that batches
+            self.inner.batch = value
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        from chain.calibration import apply
+
+        return apply(np.asarray(self.inner.predict_proba(x)), self.temperature)
+
+    def predict_window(self, cat: Catalog, spec: FeatureSpec, window: Window) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        from chain.calibration import apply
+
+        valid, proba, per_sensor = self.inner.predict_window(cat, spec, window)
+        return valid, apply(proba, self.temperature), per_sensor
+
+
 @dataclass
 class FitReport:
     """What training says about itself (logged, and kept in the manifest)."""
