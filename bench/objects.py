@@ -67,17 +67,20 @@ def zonal_comparison(cfg: config.Config) -> dict[str, float]:
     cat, spec, polys = products.catalog(ctx), products.spec(ctx), products.reference(ctx)
     tile = products.tiles(ctx)[0]
     out = Path(tempfile.mkdtemp())
-    t0 = time.time()
-    object_tile(tile, cat, spec, ctx.paths.segments, polys, list(cfg.segmentation.stats), out)
-    ours = time.time() - t0
+    ours = theirs = float("inf")
+    for _ in range(2):  # best of two: the first pass also warms the page cache for both
+        t0 = time.time()
+        object_tile(tile, cat, spec, ctx.paths.segments, polys, list(cfg.segmentation.stats), out)
+        ours = min(ours, time.time() - t0)
     with rasterio.open(ctx.paths.segments) as src:
         ids = np.unique(src.read(1, window=tile.window))
     segs = gpd.read_file(ctx.paths.segments_vector, engine="pyogrio")
     segs = segs[segs["id"].isin(ids)]
     ops = ["mean", "stdev", "quantile(q=0.1)", "median", "quantile(q=0.9)"]
-    t0 = time.time()
-    exact_extract(str(cfg.inputs.stack.path), segs, ops, output="pandas")
-    theirs = time.time() - t0
+    for _ in range(2):
+        t0 = time.time()
+        exact_extract(str(cfg.inputs.stack.path), segs, ops, output="pandas")
+        theirs = min(theirs, time.time() - t0)
     shutil.rmtree(out, ignore_errors=True)
     px = int(tile.window.width * tile.window.height)
     return {"tile_px": px, "objects": int(len(segs)), "chain_s": ours, "exactextract_s": theirs}
@@ -98,6 +101,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="keep the generated scenes here (reused when present)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
+    ap.add_argument("--no-pixels", action="store_true", help="skip the pixel run (the classify comparison)")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="chain-obj-"))
@@ -119,9 +123,12 @@ def main() -> None:
         summary = json.loads((obj.workdir / "segment" / "summary.json").read_text())
         metrics = json.loads((obj.workdir / "final" / "metrics.json").read_text())
         pixel = bench_config(root, scene, f"pixels_{side}", args, False)
-        preports = run_pipeline(pixel)
-        psteps = {r.step: r.seconds for r in preports if r.action == "ran"}
-        pmetrics = json.loads((pixel.workdir / "final" / "metrics.json").read_text())
+        psteps: dict[str, float] = {"classify": float("nan")}
+        pmetrics: dict = {"summary": {"oa": {"mean": float("nan")}}}
+        if not args.no_pixels:
+            preports = run_pipeline(pixel)
+            psteps = {r.step: r.seconds for r in preports if r.action == "ran"}
+            pmetrics = json.loads((pixel.workdir / "final" / "metrics.json").read_text())
         row = {"side_px": side, "pixels": px, "objects": summary["n_objects"], "total_s": total, "steps_s": steps,
                "segment_mpx_s": px / steps["segment"] / 1e6, "objects_mpx_s": px / steps["objects"] / 1e6,
                "peak_rss_mib": rss.peak / 2**20, "pixel_steps_s": psteps,

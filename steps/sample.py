@@ -16,6 +16,7 @@ log = logging.getLogger(f"chain.{__name__}")
 
 class SampleParams(StepParams):
     sample: Annotated[dict[str, Any], From("sample")]
+    pixels_needed: Annotated[bool, From("segmentation.compare_pixels")]  # with segmentation.method: pixels only to compare
     seed: Annotated[int, From("seed")]  # (not the tile size: the samples are the same whatever the tiling)
 
 
@@ -39,6 +40,9 @@ class Sample(Step):
 
         cat, spec, polys = products.catalog(ctx), products.spec(ctx), products.reference(ctx)
         tiles = [t for t in products.tiles(ctx) if not polygons_in_tile(polys, cat.grid, t).empty]
+        seg = ctx.cfg.segmentation
+        if seg.enabled and not seg.compare_pixels:  # object-based, no pixel model to train: the objects are the samples
+            tiles = []
         out = ctx.paths.sample_tiles
         out.mkdir(parents=True, exist_ok=True)
         client = ctx.client()
