@@ -57,7 +57,7 @@ class Sample(Step):
                                    "n_features": len(spec.names),
                                    "pixels_per_class": {str(c): int(n) for c, n in zip(codes, counts, strict=True)}}
         missing = sorted(set(polys["poly_id"]) - set(np.unique(samples.poly_id).tolist()))
-        if missing:
+        if missing and tiles:
             log.warning("sample: %d polygon(s) contain no clear pixel centre and give no sample (ids %s)", len(missing), missing[:10])
         summary["polygons_without_pixels"] = missing
         write_json(ctx.paths.sample_summary, summary)
