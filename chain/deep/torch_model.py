@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class TorchModel(ModelType):
     kind: ClassVar[str] = "patch"
-    files: ClassVar[tuple[str, ...]] = ("model.pt", "model.pt2", "history.json", "curves.png")
+    files: ClassVar[tuple[str, ...]] = ("model.pt", "history.json", "curves.png")  # + model.pt2 (chain.deep.export) when exportable
 
     @abstractmethod
     def network(self, cfg: Any, n_classes: int, shapes: dict[str, dict[str, int]]) -> Any:

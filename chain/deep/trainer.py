@@ -311,8 +311,15 @@ def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str,
     if manifest.get("inputs") and manifest.get("shapes"):
         from chain.deep.export import export_program
 
-        # the same network as one file with its normalisation, for serving elsewhere (chain.deep.export)
-        export_program(folder / "model.pt2", net, norm, manifest["shapes"], [i["name"] for i in manifest["inputs"]])
+        # the same network as one file with its normalisation, for serving elsewhere (chain.deep.export). An extra: a
+        # network torch.export cannot take (TempCNN over two series of different date grids, with torch 2.13) is still
+        # a complete model for the chain, so a failure is a warning
+        try:
+            export_program(folder / "model.pt2", net, norm, manifest["shapes"], [i["name"] for i in manifest["inputs"]])
+        except Exception as exc:  # noqa: BLE001 - any exporter failure
+            (folder / "model.pt2").unlink(missing_ok=True)
+            log.warning("train: %s not exported to model.pt2 (torch.export: %s); model.pt serves the chain as usual",
+                        manifest.get("type"), str(exc).splitlines()[0][:200])
     write_json(folder / "history.json", history)
     plot_curves(history, folder / "curves.png")
     save_manifest(folder, {**manifest, "normalisation": {"mean": norm.mean, "std": norm.std, "period": norm.period}})
