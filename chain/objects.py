@@ -165,9 +165,9 @@ def object_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, segments: Path, pol
     if not sub.empty and n:
         pid = rasterize_ids(sub, cat.grid, tile)
         both = inside & (pid > 0)
-        key = ids[both] * (int(polys["poly_id"].max()) + 2) + pid[both]
-        k, c = np.unique(key, return_counts=True)
-        pairs_obj, pairs_poly, pairs_px = k // (int(polys["poly_id"].max()) + 2), k % (int(polys["poly_id"].max()) + 2) - 1, c
+        base = int(polys["poly_id"].max()) + 2  # rasterized ids are poly_id + 1
+        k, c = np.unique(ids[both] * base + pid[both], return_counts=True)
+        pairs_obj, pairs_poly, pairs_px = k // base, k % base - 1, c
     with atomic_path(out_dir / f"{tile.id}.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, ids=uniq, n_px=n_px, rsum=rsum, csum=csum, edges=e, crossing=crossing, X_local=X_local, n_ok_whole=n_ok[whole],
                  n_ok=n_ok[crossing], s1=s1[crossing], s2=s2[crossing],

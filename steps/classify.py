@@ -50,12 +50,14 @@ class Classify(Step):
         kind = models.model_type(ctx.cfg.model.type)
         seg = ctx.cfg.segmentation
         jobs = []
+        if seg.enabled:
+            from chain.objects import load
+
+            object_names = load(ctx.paths.objects).names
         for run in products.runs(ctx):
             folder = ctx.paths.model(run)
             if seg.enabled:  # an object model: trained on the object table's features
-                from chain.objects import load
-
-                models.check(folder, load(ctx.paths.objects).names)
+                models.check(folder, object_names)
             else:
                 kind.compatible(folder, ctx.cfg.model, spec, cat)  # fails early and clearly on a mismatching model
             out = ctx.paths.classified_tiles(run)

@@ -42,13 +42,16 @@ class Validate(Step):
         part = evaluation_set(ctx.cfg.split.scheme)
         labels = sorted(set(split["code"].astype(int)))
         tiles = products.tiles(ctx)
-        results: dict[str, list[dict[str, Any]]] = {"raw": [], "regularized": []}
+        results: dict[str, list[dict[str, Any]]] = {"raw": [], "regularized": [], "pixels": []}
+        seg = ctx.cfg.segmentation
         for r in products.runs(ctx):
             ids = split.loc[(split["run"] == r) & (split["part"] == part), "poly_id"]
             ev = polys[polys["poly_id"].isin(ids)]
             maps = {"raw": p.class_map(r)}
             if ctx.cfg.regularize.enabled:
                 maps["regularized"] = p.regularized_map(r)
+            if seg.enabled and seg.compare_pixels:  # the pixel map of the same run, scored in the same pass over the tiles
+                maps["pixels"] = p.pixel_class_map(r)
             for kind, cm in zip(maps, confusion_of_maps(list(maps.values()), ev, cat, tiles, labels), strict=True):
                 results[kind].append(run_metrics(cm, labels))
                 m = results[kind][-1]
@@ -64,8 +67,7 @@ class Validate(Step):
         if calibrated:
             context["calibration"] = calibrated
         if ctx.cfg.segmentation.enabled:
-            context["objects"] = self._objects(ctx, part, labels, results["raw"], ev_of=lambda r: polys[polys["poly_id"].isin(
-                split.loc[(split["run"] == r) & (split["part"] == part), "poly_id"])])
+            context["objects"] = self._objects(ctx, part, results["raw"], results["pixels"])
         html_report.build(p.final, json.loads(p.metrics.read_text()), classes, context)
 
     def _calibration(self, ctx: Context, part: str) -> list[dict[str, Any]]:
@@ -107,20 +109,17 @@ class Validate(Step):
         write_text(p.results, p.results.read_text() + "\n\n" + "\n".join(lines) + "\n")
         return rows
 
-    def _objects(self, ctx: Context, part: str, labels: list[int], object_runs: list[dict[str, Any]], ev_of: Any) -> dict[str, Any]:
+    def _objects(self, ctx: Context, part: str, object_runs: list[dict[str, Any]], pixel_runs: list[dict[str, Any]]) -> dict[str, Any]:
         """Object map against the pixel map of the same runs: OA, kappa, mean F1, object-level accuracy, fragmentation
         -> metrics.json ("objects") and RESULTS.txt."""
         import numpy as np
 
         from chain.atomic import write_json
-        from chain.evaluation import confusion_of_maps
         from chain.metrics import mean_ci
         from chain.object_eval import fragmentation, object_accuracy
         from chain.objects import load
-        from chain.report import run_metrics
 
-        p, seg = ctx.paths, ctx.cfg.segmentation
-        cat, split, tiles = products.catalog(ctx), products.splits(ctx), products.tiles(ctx)
+        p, split = ctx.paths, products.splits(ctx)
         table = load(p.objects)
         rows: dict[str, list[dict[str, Any]]] = {"objects": [], "pixels": []}
         for r in products.runs(ctx):
@@ -130,9 +129,8 @@ class Validate(Step):
             rows["objects"].append({"oa": m["oa"], "kappa": m["kappa"], "f1_mean": m["macro_f1"], "object_accuracy": acc["correct"],
                                     "evaluation_objects": acc["n_objects"], "left_out_mixed": acc["left_out_mixed"],
                                     **fragmentation(p.class_map(r))})
-            if seg.compare_pixels:
-                cm = confusion_of_maps([p.pixel_class_map(r)], ev_of(r), cat, tiles, labels)[0]
-                pm = run_metrics(cm, labels)
+            if pixel_runs:
+                pm = pixel_runs[r]
                 rows["pixels"].append({"oa": pm["oa"], "kappa": pm["kappa"], "f1_mean": pm["macro_f1"],
                                        **fragmentation(p.pixel_class_map(r))})
             o = rows["objects"][-1]

@@ -84,12 +84,15 @@ class CalibratedPredictor(Predictor):
 
     def __init__(self, inner: Predictor, temperature: float):
         self.inner, self.temperature = inner, temperature
-        self.classes_, self.inputs, self.batch = inner.classes_, inner.inputs, inner.batch
+        self.classes_, self.inputs = inner.classes_, inner.inputs
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if name == "batch" and "inner" in self.__dict__:  # classify.inference_batch reaches the model that batches
-            self.inner.batch = value
+    @property
+    def batch(self) -> int:  # the wrapped model's: classify.inference_batch set here reaches the model that batches
+        return self.inner.batch
+
+    @batch.setter
+    def batch(self, value: int) -> None:
+        self.inner.batch = value
 
     def predict_proba(self, x: Any) -> np.ndarray:
         from chain.calibration import apply
