@@ -179,6 +179,27 @@ def test_chain_runs_each_patch_model_and_tiles_are_seamless(scene, tmp_path, kin
     whole = np.zeros(valid.shape, np.uint8)
     whole[valid] = np.asarray(manifest["classes"])[proba.argmax(1)]
     assert (whole == mapped).mean() > 0.999
+    if kind != "rf_patch":
+        _device_pipeline_equals_host_path(models.load(mdir), manifest["normalisation"], cat, spec)
+
+
+def _device_pipeline_equals_host_path(model, norm, cat, spec):
+    """Patches cut and normalised on the device (the network's first layer) = cut by numpy and normalised by the
+    Normaliser, to the bit on CPU; the prefetching loop over tiles = one tile at a time."""
+    model = getattr(model, "inner", model)  # calibrated: the network's own probabilities
+    windows = [Window(0, 0, 20, 17), Window(20, 0, cat.grid.width - 20, 17), Window(3, 17, 30, cat.grid.height - 17)]
+    norm = trainer.Normaliser(norm["mean"], norm["std"], norm.get("period", {}))
+    for window, (valid, proba, _) in model.predict_windows(cat, spec, windows):
+        block = TileBlock(cat, spec, model.inputs, window)
+        rr, cc = np.nonzero(block.valid)
+        patches = block.gather(rr + int(window.row_off), cc + int(window.col_off))
+        with torch.no_grad():
+            logits = model.network({k: torch.from_numpy(norm.apply(k, v)) for k, v in patches.items()})["fused"]
+        np.testing.assert_array_equal(valid, block.valid)
+        np.testing.assert_array_equal(proba, torch.softmax(logits, 1).numpy())
+        np.testing.assert_array_equal(proba, model.predict_window(cat, spec, window)[1])
+    stages = model.seconds
+    assert set(stages) == {"read", "upload", "cut", "forward"} and all(s > 0 for s in stages.values())
 
 
 def test_models_check_their_inputs_before_any_work(scene, tmp_path):

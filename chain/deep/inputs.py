@@ -146,18 +146,20 @@ class TileBlock:
         ci = np.clip(np.floor(c).astype(int) - ocol, 0, self.arrays[inp.name].shape[2] - 1)
         return (self.arrays[inp.name][:, ri, ci] != nd).all(axis=0).reshape(h, w)
 
+    def corners(self, inp: PatchInput, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(top, left) in ``arrays[inp.name]`` of the patches of grid pixels (rows, cols) (global indices)."""
+        orow, ocol = self.origin[inp.name]
+        if inp.kind == "grid":
+            return rows - inp.size // 2 - orow, cols - inp.size // 2 - ocol
+        r, c = self._centres(inp, rows, cols)
+        return np.floor(r - inp.size / 2 + 0.5).astype(int) - orow, np.floor(c - inp.size / 2 + 0.5).astype(int) - ocol
+
     def gather(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
         """Patches (n, C, s, s) float32 of each input, for grid pixels (rows, cols) of this tile (global indices)."""
         out = {}
         for inp in self.inputs:
             arr = self.arrays[inp.name]
-            orow, ocol = self.origin[inp.name]
-            if inp.kind == "grid":
-                top, left = rows - inp.size // 2 - orow, cols - inp.size // 2 - ocol
-            else:
-                r, c = self._centres(inp, rows, cols)
-                top = np.floor(r - inp.size / 2 + 0.5).astype(int) - orow
-                left = np.floor(c - inp.size / 2 + 0.5).astype(int) - ocol
+            top, left = self.corners(inp, rows, cols)
             view = sliding_window_view(arr, (inp.size, inp.size), axis=(1, 2))  # (C, H', W', s, s), no copy
             out[inp.name] = np.ascontiguousarray(view[:, top, left].transpose(1, 0, 2, 3))
         return out

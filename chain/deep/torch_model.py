@@ -69,7 +69,8 @@ class TorchModel(ModelType):
         import torch
 
         from chain.deep import trainer
-        from chain.deep.infer import PatchPredictor
+        from chain.deep.export import served
+        from chain.deep.pipeline import DevicePatchPredictor
         from chain.models import model_type
 
         if threads and multiprocessing.parent_process() is not None and torch.get_num_threads() != threads:
@@ -81,14 +82,10 @@ class TorchModel(ModelType):
         device = trainer.resolve_device(manifest["params"].get("device", "auto"))
         net.to(device)
 
-        def proba(patches: dict[str, np.ndarray]) -> np.ndarray:
-            with torch.no_grad():
-                x = {k: torch.from_numpy(norm.apply(k, v)).to(device) for k, v in patches.items()}
-                with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-                    logits = net(x)["fused"]
-                return torch.softmax(logits.float(), dim=1).cpu().numpy()
-
         inputs = [PatchInput.from_dict(d) for d in manifest["inputs"]]
-        predictor = PatchPredictor(inputs, manifest["classes"], int(manifest["params"].get("inference_batch", 2048)), proba)
+        # the normalisation as the network's fixed first layer: patches are cut and normalised on the device
+        model = served(net, norm, manifest["shapes"], [i.name for i in inputs]).to(device)
+        predictor = DevicePatchPredictor(inputs, manifest["classes"], int(manifest["params"].get("inference_batch", 2048)),
+                                         model, device)
         predictor.network = net  # type: ignore[attr-defined]
         return predictor

