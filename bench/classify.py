@@ -67,6 +67,7 @@ def scene_of(base: Path, out: Path, k: int) -> Path:
 class PeakRSS:
     def __init__(self) -> None:
         self.peak = 0
+        self.main_peak = 0  # this process alone (the total includes its worker processes)
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -80,6 +81,10 @@ class PeakRSS:
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            try:
+                self.main_peak = max(self.main_peak, me.memory_info().rss)
+            except psutil.Error:
+                pass
             time.sleep(0.05)
 
     def __enter__(self) -> PeakRSS:

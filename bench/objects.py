@@ -31,7 +31,7 @@ from classify import PeakRSS  # noqa: E402
 
 from chain import config  # noqa: E402
 from chain.demo.vhr import write_vhr_scene  # noqa: E402
-from chain.runner import run_pipeline  # noqa: E402
+from chain.runner import run_pipeline, step_names  # noqa: E402
 
 
 def bench_config(root: Path, scene: Path, name: str, args: argparse.Namespace, objects: bool) -> config.Config:
@@ -115,10 +115,16 @@ def main() -> None:
             print(f"scene {side}² px generated in {time.time() - t0:.0f} s", flush=True)
         px = side * side
         obj = bench_config(root, scene, f"objects_{side}", args, True)
-        with PeakRSS() as rss:
-            t0 = time.time()
-            reports = run_pipeline(obj)
-            total = time.time() - t0
+        # step by step, each under its own memory probe: which step holds the peak, in this process or its workers
+        t0 = time.time()
+        reports, step_rss = [], {}
+        for name in step_names():
+            with PeakRSS() as rss:
+                done = run_pipeline(obj, from_step=name, to_step=name)
+            reports += done
+            if any(r.action == "ran" for r in done):
+                step_rss[name] = (rss.main_peak / 2**20, rss.peak / 2**20)
+        total = time.time() - t0
         steps = {r.step: r.seconds for r in reports if r.action == "ran"}
         summary = json.loads((obj.workdir / "segment" / "summary.json").read_text())
         metrics = json.loads((obj.workdir / "final" / "metrics.json").read_text())
@@ -131,7 +137,7 @@ def main() -> None:
             pmetrics = json.loads((pixel.workdir / "final" / "metrics.json").read_text())
         row = {"side_px": side, "pixels": px, "objects": summary["n_objects"], "total_s": total, "steps_s": steps,
                "segment_mpx_s": px / steps["segment"] / 1e6, "objects_mpx_s": px / steps["objects"] / 1e6,
-               "peak_rss_mib": rss.peak / 2**20, "pixel_steps_s": psteps,
+               "peak_rss_mib": max(v[1] for v in step_rss.values()), "step_rss_mib": step_rss, "pixel_steps_s": psteps,
                "classify_objects_s": steps["classify"], "classify_pixels_s": psteps["classify"],
                "oa_objects": metrics["summary"]["oa"]["mean"], "oa_pixels": pmetrics["summary"]["oa"]["mean"],
                "regions_per_km2_objects": metrics["objects"]["summary"]["objects"]["regions_per_km2"]["mean"]}
@@ -145,6 +151,8 @@ def main() -> None:
               flush=True)
         print(f"  segment {row['segment_mpx_s']:.2f} Mpx/s, object features {row['objects_mpx_s']:.2f} Mpx/s, "
               f"end to end {total:.0f} s; peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+        print("  peak RSS per step, MiB (this process / with workers): "
+              + ", ".join(f"{s} {m:.0f}/{t:.0f}" for s, (m, t) in step_rss.items()), flush=True)
         print(f"  classify: objects {steps['classify']:.1f} s vs pixels {psteps['classify']:.1f} s "
               f"({psteps['classify'] / steps['classify']:.1f}x); OA objects {row['oa_objects']:.3f}, pixels {row['oa_pixels']:.3f}",
               flush=True)

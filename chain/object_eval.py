@@ -13,9 +13,13 @@ if TYPE_CHECKING:
     from chain.objects import ObjectTable
 
 
-def fragmentation(map_path: Path, nodata: int = 0, strip_rows: int = 1024) -> dict[str, float]:
+def fragmentation(map_path: Path, nodata: int = 0, strip_rows: int | None = None, strip_px: int = 2**22) -> dict[str, float]:
     """Connected regions of one class (4-connected) in a class map: their number, per km², and their mean area.
-    Read in strips of rows; regions cut by a strip border are joined (scipy connected components)."""
+
+    Read in strips of rows (``strip_rows``, else as many rows as make ``strip_px`` pixels: memory is the
+    same whatever the map's width); regions cut by a strip border are joined: connected components of the
+    graph of the labels that touch across a border (only those: memory follows the borders, not the map).
+    """
     import rasterio
     from rasterio.windows import Window
     from scipy.sparse import coo_matrix
@@ -28,9 +32,10 @@ def fragmentation(map_path: Path, nodata: int = 0, strip_rows: int = 1024) -> di
     prev: tuple[np.ndarray, np.ndarray] | None = None  # the last row of the previous strip: classes, labels
     with rasterio.open(map_path) as src:
         px_area = abs(src.transform.a * src.transform.e)
-        for r0 in range(0, src.height, strip_rows):
-            cls = src.read(1, window=Window(0, r0, src.width, min(strip_rows, src.height - r0)))
-            lab = measure.label(np.where(cls == nodata, 0, cls.astype(np.int64) + 1), background=0, connectivity=1).astype(np.int64)
+        rows = strip_rows or max(1, strip_px // src.width)
+        for r0 in range(0, src.height, rows):
+            cls = src.read(1, window=Window(0, r0, src.width, min(rows, src.height - r0)))
+            lab = measure.label(np.where(cls == nodata, 0, cls.astype(np.int32) + 1), background=0, connectivity=1).astype(np.int64)
             lab[lab > 0] += n_labels
             n_labels = max(n_labels, int(lab.max(initial=0)))
             mapped += int((cls != nodata).sum())
@@ -43,9 +48,10 @@ def fragmentation(map_path: Path, nodata: int = 0, strip_rows: int = 1024) -> di
         return {"regions": 0, "regions_per_km2": 0.0, "mean_region_m2": 0.0}
     a = np.concatenate(links_a) if links_a else np.empty(0, np.int64)
     b = np.concatenate(links_b) if links_b else np.empty(0, np.int64)
-    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n_labels + 1, n_labels + 1))
+    linked, idx = np.unique(np.concatenate([a, b]), return_inverse=True)  # the labels touching across a border
+    graph = coo_matrix((np.ones(len(a), np.int8), (idx[:len(a)], idx[len(a):])), shape=(len(linked), len(linked)))
     n_comp, _ = connected_components(graph, directed=False)
-    regions = n_comp - 1  # node 0 (no label) is a component of its own
+    regions = n_labels - (len(linked) - n_comp)  # each linked group of k labels is one region, not k
     km2 = mapped * px_area / 1e6
     return {"regions": int(regions), "regions_per_km2": regions / km2 if km2 else 0.0,
             "mean_region_m2": mapped * px_area / regions if regions else 0.0}

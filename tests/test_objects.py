@@ -117,8 +117,7 @@ def test_fragmentation_counts_regions_across_strips(tmp_path):
         dst.write(cls, 1)
     want = measure.label(cls.astype(int) + 1, background=0, connectivity=1)
     want = len(np.unique(want[cls > 0]))
-    for strip in (7, 13, 60):
-        got = fragmentation(path, strip_rows=strip)
+    for got in [fragmentation(path, strip_rows=s) for s in (1, 7, 13, 60)] + [fragmentation(path, strip_px=60 * 9)]:
         assert got["regions"] == want
         assert got["mean_region_m2"] == pytest.approx((cls > 0).sum() * 100 / want)
 
