@@ -86,6 +86,14 @@ def zonal_comparison(cfg: config.Config) -> dict[str, float]:
     return {"tile_px": px, "objects": int(len(segs)), "chain_s": ours, "exactextract_s": theirs}
 
 
+def report_rows(rows: list[dict], args: argparse.Namespace) -> None:
+    if len(rows) > 1:
+        print(f"\npeak RSS at {rows[-1]['side_px']}² / at {rows[0]['side_px']}² = {rows[-1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.2f}"
+              " (each size in a process of its own)")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": platform.uname()._asdict(), "cpus": psutil.cpu_count(), "rows": rows}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384], help="scene sides, px (1.5 m)")
@@ -103,6 +111,24 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
     ap.add_argument("--no-pixels", action="store_true", help="skip the pixel run (the classify comparison)")
     args = ap.parse_args()
+    if len(args.sizes) > 1:
+        # one process per size: a process keeps what it once allocated (malloc arenas, caches), so sizes run one
+        # after another in one process would count the smaller run's memory into the larger one's peak
+        import subprocess
+
+        rows = []
+        for side in args.sizes:
+            with tempfile.TemporaryDirectory() as tmp:
+                argv, skip = [], False
+                for a in sys.argv[1:]:  # the same options, without --sizes and --json and their values
+                    if a.startswith("--"):
+                        skip = a in ("--sizes", "--json")
+                    if not skip:
+                        argv.append(a)
+                subprocess.run([sys.executable, __file__, *argv, "--sizes", str(side), "--json", f"{tmp}/one.json"], check=True)
+                rows += json.loads(Path(f"{tmp}/one.json").read_text())["rows"]
+        report_rows(rows, args)
+        return
 
     root = Path(tempfile.mkdtemp(prefix="chain-obj-"))
     data = args.data or root / "data"
@@ -163,10 +189,7 @@ def main() -> None:
         if not args.keep:
             for c in (obj, pixel):
                 shutil.rmtree(c.workdir, ignore_errors=True)
-    if len(rows) > 1:
-        print(f"\npeak RSS at {rows[-1]['side_px']}² / at {rows[0]['side_px']}² = {rows[-1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.2f}")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": platform.uname()._asdict(), "cpus": psutil.cpu_count(), "rows": rows}, indent=2))
+    report_rows(rows, args)
     if not args.data:
         shutil.rmtree(root, ignore_errors=True)
 

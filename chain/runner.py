@@ -12,6 +12,7 @@ knows nothing of what they do.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -360,6 +361,17 @@ def check(cfg: Config) -> Context:
     return ctx
 
 
+def main_gdal_cache(cfg: Config) -> Any:
+    """GDAL's block cache in this process bounded like the workers' (``cluster.gdal_cache_mb``), unless the user set
+    GDAL_CACHEMAX: GDAL's default is 5 % of the RAM, and a check's decimated read of a whole scene (e.g. the stack's
+    gap warning) fills it with every block of the file, so this process's memory grew with the scene."""
+    import rasterio
+
+    if "GDAL_CACHEMAX" in os.environ:
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=cfg.cluster.gdal_cache_mb * 1024 * 1024)
+
+
 def run_pipeline(
     cfg: Config,
     from_step: str | None = None,
@@ -382,7 +394,7 @@ def run_pipeline(
     reports: list[StepReport] = []
     check_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    with WorkdirLock(workdir):
+    with WorkdirLock(workdir), main_gdal_cache(cfg):
         if not dry_run:
             removed = clean_temporaries(workdir)
             if removed:
