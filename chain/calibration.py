@@ -28,9 +28,15 @@ def apply(proba: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
-    """The T minimising the mean negative log-likelihood of the true classes (``y``: column index of each row)."""
+    """The T minimising the mean negative log-likelihood of the true classes (``y``: column index of each row).
+
+    1 when every pixel is classified right: the likelihood then only grows as T shrinks, so T is not
+    identifiable (the minimiser would return its lower bound and make every map pixel ~100 % confident).
+    """
     from scipy.optimize import minimize_scalar
 
+    if not identifiable(proba, y):
+        return 1.0
     logp = np.log(np.clip(proba, EPS, 1.0))
 
     def nll(log_t: float) -> float:
@@ -40,6 +46,11 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
 
     res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
+
+
+def identifiable(proba: np.ndarray, y: np.ndarray) -> bool:
+    """Some held-out pixel is misclassified: without one, no temperature is better supported than a lower one."""
+    return bool((proba.argmax(axis=1) != y).any())
 
 
 def reliability(proba: np.ndarray, y: np.ndarray, bins: int = 10) -> dict[str, Any]:

@@ -157,6 +157,9 @@ def calibrate(folder: Path, run: int, samples: Samples, split: pd.DataFrame, hel
     proba = proba_of_samples(predictor, part, cat, spec, tile_size)
     y = np.searchsorted(classes, part.code)
     t = calibration.fit_temperature(proba, y)
+    if not calibration.identifiable(proba, y):
+        log.info("train: run %d: all %d calibration pixels of %s are classified right: the temperature cannot be fitted "
+                 "(it would make every pixel ~100 %% confident) and stays 1", run, len(y), where)
     before, after = calibration.reliability(proba, y, section.bins), calibration.reliability(calibration.apply(proba, t), y, section.bins)
     write_json(folder / CALIBRATION, {"temperature": t, "fitted_on": where, "pixels": int(len(y)), "before": before, "after": after})
     log.info("train: run %d: temperature %.2f fitted on %d pixels of %s (ECE %.3f -> %.3f)", run, t, len(y), where,

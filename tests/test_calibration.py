@@ -32,6 +32,9 @@ def test_the_temperature_of_overconfident_probabilities_is_found_and_lowers_the_
     # well-calibrated probabilities keep T near 1
     right, y2 = _overconfident(sharpen=1.0, seed=1)
     assert calibration.fit_temperature(right, y2) == pytest.approx(1.0, abs=0.1)
+    # no error to learn from: T is not identifiable (the likelihood grows as T shrinks) and is left at 1
+    perfect = proba[proba.argmax(1) == y]
+    assert calibration.fit_temperature(perfect, perfect.argmax(1)) == 1.0
 
 
 def _read(path):
