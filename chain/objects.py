@@ -207,7 +207,8 @@ def features_path(path: Path) -> Path:
 def merge(tiles: list[Tile], tile_dir: Path, n_objects: int, spec_names: list[str], stats: list[str],
           pixel_size_m: float, polys: pd.DataFrame, min_cover: float, path: Path) -> ObjectTable:
     """The tiles' shares merged into ``path`` (+ ``features_path(path)``): exact sums for crossing objects, which are
-    finished as soon as the last row of tiles holding them is read (memory: the crossing objects of a few rows)."""
+    finished as soon as the last tile holding them is read, tiles in row-major order (memory: the objects crossing
+    the seam below the current row of tiles, and those crossing into the current tile)."""
     from numpy.lib.format import open_memmap
 
     names = feature_names(spec_names, stats)
@@ -216,32 +217,31 @@ def merge(tiles: list[Tile], tile_dir: Path, n_objects: int, spec_names: list[st
     n_px = np.zeros(n_objects + 1, np.int64)
     n_ok = np.zeros(n_objects + 1, np.int64)
     rsum, csum, edges = np.zeros(n_objects + 1), np.zeros(n_objects + 1), np.zeros(n_objects + 1)
-    last_row = np.full(n_objects + 1, -1, np.int64)  # the last row of tiles holding each crossing object
-    for t in tiles:
+    order = sorted(tiles, key=lambda t: (t.row, t.col))
+    last = np.full(n_objects + 1, -1, np.int64)  # the position in ``order`` of the last tile holding each crossing object
+    for k, t in enumerate(order):
         with np.load(tile_dir / f"{t.id}.npz") as z:
-            last_row[z["ids"][z["crossing"]]] = t.row
+            last[z["ids"][z["crossing"]]] = k
     pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     qs = quantiles_of(stats)
-    rows = sorted({t.row for t in tiles})
     pending: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "n_ok", "s1", "s2", "vid", "vals")}
     with atomic_path(features_path(path)) as tmp:
         X = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_objects, len(names)))
-        for r in rows:
-            for t in (t for t in tiles if t.row == r):
-                with np.load(tile_dir / f"{t.id}.npz") as z:
-                    ids, cross = z["ids"], z["crossing"]
-                    n_px[ids] += z["n_px"]
-                    rsum[ids] += z["rsum"]
-                    csum[ids] += z["csum"]
-                    edges[ids] += z["edges"]
-                    whole = ids[~cross]
-                    X[whole - 1, :n_stat] = z["X_local"]
-                    n_ok[whole] += z["n_ok_whole"]
-                    for k, v in (("ids", ids[cross]), ("n_ok", z["n_ok"]), ("s1", z["s1"]), ("s2", z["s2"]),
-                                 ("vid", z["cross_ids"]), ("vals", z["cross_vals"])):
-                        pending[k].append(v)
-                    pairs.append((z["pairs_obj"], z["pairs_poly"], z["pairs_px"]))
-            _finish_crossing(pending, X, n_ok, last_row, r, F, qs, stats, n_stat)
+        for k, t in enumerate(order):
+            with np.load(tile_dir / f"{t.id}.npz") as z:
+                ids, cross = z["ids"], z["crossing"]
+                n_px[ids] += z["n_px"]
+                rsum[ids] += z["rsum"]
+                csum[ids] += z["csum"]
+                edges[ids] += z["edges"]
+                whole = ids[~cross]
+                X[whole - 1, :n_stat] = z["X_local"]
+                n_ok[whole] += z["n_ok_whole"]
+                for key, v in (("ids", ids[cross]), ("n_ok", z["n_ok"]), ("s1", z["s1"]), ("s2", z["s2"]),
+                               ("vid", z["cross_ids"]), ("vals", z["cross_vals"])):
+                    pending[key].append(v)
+                pairs.append((z["pairs_obj"], z["pairs_poly"], z["pairs_px"]))
+            _finish_crossing(pending, X, n_ok, last, k, F, qs, stats, n_stat)
         X[:, n_stat:] = shape_features(n_px[1:], edges[1:], pixel_size_m)
         X.flush()
         del X
@@ -261,16 +261,16 @@ def merge(tiles: list[Tile], tile_dir: Path, n_objects: int, spec_names: list[st
     return load(path)
 
 
-def _finish_crossing(pending: dict[str, list[np.ndarray]], X: np.ndarray, n_ok: np.ndarray, last_row: np.ndarray, r: int,
+def _finish_crossing(pending: dict[str, list[np.ndarray]], X: np.ndarray, n_ok: np.ndarray, last: np.ndarray, k: int,
                      F: int, qs: np.ndarray, stats: list[str], n_stat: int) -> None:
-    """Finish the crossing objects whose last row of tiles is ``r``; the others stay pending."""
+    """Finish the crossing objects whose last tile is the ``k``-th read; the others stay pending."""
     ids = np.concatenate(pending["ids"]).astype(np.int64)
     s1 = np.concatenate(pending["s1"]).reshape(-1, F)
     s2 = np.concatenate(pending["s2"]).reshape(-1, F)
     nk = np.concatenate(pending["n_ok"]).astype(np.int64)
     vid = np.concatenate(pending["vid"]).astype(np.int64)
     vals = np.concatenate([v.reshape(F, -1) for v in pending["vals"]], axis=1)
-    done = last_row[ids] <= r
+    done = last[ids] <= k
     uid, inv = np.unique(ids[done], return_inverse=True)
     if len(uid):
         t_ok = np.bincount(inv, weights=nk[done], minlength=len(uid))
