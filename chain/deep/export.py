@@ -34,17 +34,22 @@ class Served(nn.Module):
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         batch = {}
         for i, name in enumerate(self.names):
-            x = (xs[i] - getattr(self, f"mean_{i}")) / getattr(self, f"std_{i}")
+            m, s = getattr(self, f"mean_{i}"), getattr(self, f"std_{i}")
+            if m.shape[1] != xs[i].shape[1]:  # per-band statistics of a series, tiled over however many dates it has
+                reps = xs[i].shape[1] // m.shape[1]
+                m, s = m.repeat(1, reps, 1, 1), s.repeat(1, reps, 1, 1)
+            x = (xs[i] - m) / s
             batch[name] = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         return torch.softmax(self.net(batch)["fused"].float(), dim=1)
 
 
 def served(net: nn.Module, norm: Any, shapes: dict[str, dict[str, Any]], names: list[str]) -> Served:
-    """The network with its normalisation folded in (per input: the channels' mean and std, tiled over dates)."""
+    """The network with its normalisation folded in (per input: the channels' mean and std; per band for a series
+    normalised over its dates, tiled at run time over the dates it is given: a temporal model maps another year's grid)."""
     mean, std = [], []
     for name in names:
         m, s = np.asarray(norm.mean[name], np.float32), np.asarray(norm.std[name], np.float32)
-        reps = int(shapes[name]["channels"]) // len(m)
+        reps = 1 if name in getattr(norm, "period", {}) else int(shapes[name]["channels"]) // len(m)
         mean.append(np.tile(m, reps))
         std.append(np.tile(s, reps))
     return Served(net, names, mean, std).eval()
