@@ -96,28 +96,38 @@ def networks(device: torch.device, repeat: int) -> None:
                 print(f"|   | 27 M px (Benedetti et al.: 9 h) | | | {hours:,.1f} h here | |")
 
 
-def end_to_end() -> None:
+def demo_run(name: str, columns: int):
+    """(model folder, catalogue, feature spec, 256 x 256 window) of the demo run ``name``; None, with a table row
+    saying which config to run, when it has not been run."""
     import json
 
     from rasterio.windows import Window
 
-    from chain import models
     from chain.catalog import Catalog
     from chain.spec import FeatureSpec
+
+    work = ROOT / "demo" / name
+    mdir = work / "train" / "run_0"
+    if not (mdir / "manifest.json").exists():
+        print(f"| {name} | (missing: chain run configs/demo_{name[4:]}.yaml) |" + " |" * (columns - 2))
+        return None
+    cat = Catalog.from_dict(json.loads((work / "ingest" / "catalog.json").read_text()))
+    spec = FeatureSpec.from_dict(json.loads((work / "features" / "features.json").read_text()))
+    return mdir, cat, spec, Window(0, 0, min(256, cat.grid.width), min(256, cat.grid.height))
+
+
+def end_to_end() -> None:
+    from chain import models
 
     print("\n## End to end on a 256 x 256 tile of the demo runs (read + halo + patches + forward, 1 process)\n")
     print("| run | model | pixels | seconds | px/s | peak RSS MiB |")
     print("|---|---|---|---|---|---|")
     for name in ("run_multiresolcc", "run_m3fusion", "run_twinns"):
-        work = ROOT / "demo" / name
-        mdir = work / "train" / "run_0"
-        if not (mdir / "manifest.json").exists():
-            print(f"| {name} | (missing: chain run configs/demo_{name[4:]}.yaml) | | | | |")
+        found = demo_run(name, 6)
+        if found is None:
             continue
-        cat = Catalog.from_dict(json.loads((work / "ingest" / "catalog.json").read_text()))
-        spec = FeatureSpec.from_dict(json.loads((work / "features" / "features.json").read_text()))
+        mdir, cat, spec, win = found
         model = models.load(mdir, threads=torch.get_num_threads())
-        win = Window(0, 0, min(256, cat.grid.width), min(256, cat.grid.height))
         with PeakRSS() as mem:
             t0 = time.perf_counter()
             valid, proba, _ = model.predict_window(cat, spec, win)
@@ -205,17 +215,12 @@ def _host_stages(model, norm, cat, spec, win) -> dict[str, float]:
 def pipeline(device: torch.device, repeat: int) -> None:
     """Per-stage profile of the inference pipeline on one 256 x 256 tile of each demo run, one CPU thread, and the
     projection of the 27 M px M3Fusion map on a 16-core + 1 GPU node."""
-    import json
-
-    from rasterio.windows import Window
     from torch.utils.flop_counter import FlopCounterMode
 
     from chain import models
-    from chain.catalog import Catalog
     from chain.deep.export import served
     from chain.deep.pipeline import DevicePatchPredictor
     from chain.deep.trainer import Normaliser
-    from chain.spec import FeatureSpec
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per-core costs: what one of the node's cores does per pixel
@@ -228,19 +233,15 @@ def pipeline(device: torch.device, repeat: int) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = {}
     for name in ("run_m3fusion", "run_multiresolcc", "run_twinns"):
-        work = ROOT / "demo" / name
-        mdir = work / "train" / "run_0"
-        if not (mdir / "manifest.json").exists():
-            print(f"| {name} | (missing: chain run configs/demo_{name[4:]}.yaml) | | | | | | | | |")
+        found = demo_run(name, 10)
+        if found is None:
             continue
-        cat = Catalog.from_dict(json.loads((work / "ingest" / "catalog.json").read_text()))
-        spec = FeatureSpec.from_dict(json.loads((work / "features" / "features.json").read_text()))
+        mdir, cat, spec, win = found
         manifest = models.read_manifest(mdir)
         nm = manifest["normalisation"]
         norm = Normaliser(nm["mean"], nm["std"], nm.get("period", {}))
         demo = models.load(mdir, threads=None)
         demo = getattr(demo, "inner", demo)
-        win = Window(0, 0, min(256, cat.grid.width), min(256, cat.grid.height))
         kind = manifest["type"]
         paper_net = model_type(kind).network(config.parse_model({"type": kind}), len(manifest["classes"]), manifest["shapes"])
         paper = DevicePatchPredictor(demo.inputs, manifest["classes"], demo.batch,

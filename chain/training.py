@@ -156,8 +156,8 @@ def calibrate(folder: Path, run: int, samples: Samples, split: pd.DataFrame, hel
     part = part.take(np.flatnonzero(keep))
     proba = proba_of_samples(predictor, part, cat, spec, tile_size)
     y = np.searchsorted(classes, part.code)
-    t = calibration.fit_temperature(proba, y)
-    if not calibration.identifiable(proba, y):
+    t = calibration.fit_temperature(proba, y)  # 1 when every pixel is right (not identifiable): said in the log
+    if t == 1.0 and not calibration.identifiable(proba, y):
         log.info("train: run %d: all %d calibration pixels of %s are classified right: the temperature cannot be fitted "
                  "(it would make every pixel ~100 %% confident) and stays 1", run, len(y), where)
     before, after = calibration.reliability(proba, y, section.bins), calibration.reliability(calibration.apply(proba, t), y, section.bins)

@@ -49,7 +49,7 @@ def served(net: nn.Module, norm: Any, shapes: dict[str, dict[str, Any]], names: 
     mean, std = [], []
     for name in names:
         m, s = np.asarray(norm.mean[name], np.float32), np.asarray(norm.std[name], np.float32)
-        reps = 1 if name in getattr(norm, "period", {}) else int(shapes[name]["channels"]) // len(m)
+        reps = 1 if name in norm.period else int(shapes[name]["channels"]) // len(m)
         mean.append(np.tile(m, reps))
         std.append(np.tile(s, reps))
     return Served(net, names, mean, std).eval()
