@@ -9,6 +9,7 @@ source of lowest ``grid_rank`` (Sentinel-2's first 10 m band, ...), widened to c
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,8 +84,11 @@ def union_extent(first: Header, others: list[Header]) -> Header:
     return dataclasses.replace(first, transform=spec.affine, width=spec.width, height=spec.height)
 
 
-def define_grid(cfg: Config, first: Header) -> GridSpec:
-    """The reference grid: ``first``'s grid, unless the config sets crs/resolution/bounds."""
+def define_grid(cfg: Config, first: Header, lattices: list[Header] | None = None) -> GridSpec:
+    """The reference grid: ``first``'s grid, unless the config sets crs/resolution/bounds. The grid's pixel edges are
+    those of the first image of ``first`` + ``lattices`` in the grid's CRS whose pixel is a whole number of grid pixels
+    (SPOT's MS lattice for a grid at the PAN resolution: the grid is then the PAN lattice); else multiples of the
+    resolution."""
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
@@ -104,6 +108,15 @@ def define_grid(cfg: Config, first: Header) -> GridSpec:
         from rasterio.warp import transform_bounds
 
         bounds = transform_bounds(first.crs, crs, *first.bounds)
+    for h in [first, *(lattices or [])]:
+        step = abs(h.transform.a) / res
+        if h.crs == crs and abs(h.transform.a) == abs(h.transform.e) and step >= 1 and abs(step - round(step)) < 1e-9:
+            x0, y0 = h.transform.c, h.transform.f
+            left, bottom, right, top = bounds
+            left = x0 + math.floor((left - x0) / res + 1e-9) * res
+            top = y0 + math.ceil((top - y0) / res - 1e-9) * res
+            return GridSpec(crs.to_wkt(), (res, 0.0, left, 0.0, -res, top), max(1, math.ceil((right - left) / res - 1e-9)),
+                            max(1, math.ceil((top - bottom) / res - 1e-9)))
     return GridSpec.from_bounds(crs, bounds, res)
 
 
@@ -137,7 +150,7 @@ def build_catalog(cfg: Config) -> Catalog:
         aoi = read_aoi(cfg.grid.aoi, crs)
         aoi_wkt = aoi.wkt
         cfg = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"bounds": aoi.bounds, "crs": crs.to_string()})})
-    grid = define_grid(cfg, first)
+    grid = define_grid(cfg, first, [h for s in sources if s is not primary for h in s.grid_headers()[:1]])
     if grid.width * grid.height > MAX_GRID_PX:
         raise ConfigError(f"the grid would be {grid.width:,} x {grid.height:,} px of {grid.res[0]:g} m ({grid.bounds}): far more than "
                           "any area to map; check grid.bounds / grid.resolution_m / grid.aoi, and the inputs' CRS")

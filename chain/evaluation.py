@@ -29,6 +29,13 @@ def proba_of_samples(model: Predictor, ev: Samples, cat: Catalog, spec: FeatureS
     from chain.deep.inputs import TileBlock, by_tile
 
     out = np.zeros((len(ev.row), len(model.classes_)), np.float64)
+    if model.whole_tile:  # segmentation: the tile's map, read at the sample pixels (unmappable ones: uniform)
+        for window, idx in by_tile(cat, ev.row, ev.col, tile_size):
+            valid, proba, _ = model.predict_window(cat, spec, window)
+            full = np.full((*valid.shape, len(model.classes_)), 1.0 / len(model.classes_))
+            full[valid] = proba
+            out[idx] = full[ev.row[idx] - int(window.row_off), ev.col[idx] - int(window.col_off)]
+        return out
     for window, idx in by_tile(cat, ev.row, ev.col, tile_size):
         block = TileBlock(cat, spec, model.inputs, window)
         for s in range(0, len(idx), model.batch):

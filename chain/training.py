@@ -15,6 +15,9 @@ from chain.sampling import Samples, select_run
 from chain.seeds import derive_seed
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import geopandas as gpd
     import pandas as pd
 
     from chain.catalog import Catalog
@@ -34,7 +37,17 @@ class RunData:
     cat: Catalog
     spec: FeatureSpec
     tile_size: int
+    # the run's polygons of each part (segmentation models label whole polygons): the reference's rows, when given
+    reference: Callable[[], gpd.GeoDataFrame] | None = None
+    poly_ids: dict[str, np.ndarray] = field(default_factory=dict)
     _patches: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def polygons(self, part: str) -> gpd.GeoDataFrame:
+        """The reference polygons of ``part`` ("train" or "validation") of this run (held-out calibration ones excluded)."""
+        if self.reference is None or part not in self.poly_ids:
+            raise StepError(f"train: the run's {part} polygons are not available to this model (no reference given)")
+        ref = self.reference()
+        return ref[ref["poly_id"].isin(self.poly_ids[part])]
 
     def patches(self, part: str, inputs: list[PatchInput]) -> dict[str, np.ndarray]:
         """Patches of ``part``'s pixels (float16 .npz in the model folder): extracted once, reused on resume."""
@@ -70,7 +83,8 @@ def sample_cap(model: Any, max_pixels_per_class: int | None) -> int | None:
 
 def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signature: str, *, samples: Samples,
             split: pd.DataFrame, cat: Catalog, spec: FeatureSpec, seed: int, scheme: str, max_pixels_per_class: int | None,
-            tile_size: int, extra: dict[str, Any] | None = None, calibration: Any = None) -> None:
+            tile_size: int, extra: dict[str, Any] | None = None, calibration: Any = None,
+            reference: Callable[[], gpd.GeoDataFrame] | None = None) -> None:
     """Train ``model`` (a model section) on run ``run``'s training pixels into ``folder`` (skipped when already there).
     ``extra``: manifest entries over the usual ones (object models: their feature names and where the objects are).
     ``calibration`` (the config section, when on): the temperature of its probabilities fitted on the validation
@@ -102,7 +116,11 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
                 **({"inputs": [i.to_dict() for i in inputs]} if inputs else {}),
                 "classes": [int(c) for c in codes], "train_pixels": {str(c): int(n) for c, n in zip(codes, counts, strict=True)},
                 "params": params, "config_hash": signature, **(extra or {})}
-    data = RunData(train, validation, folder, cat, spec, tile_size)
+    ids = {part: split.loc[(split["run"] == run) & (split["part"] == part), "poly_id"].to_numpy()
+           for part in ("train", "validation")}
+    if held is not None:
+        ids["train"] = ids["train"][~np.isin(ids["train"], held)]
+    data = RunData(train, validation, folder, cat, spec, tile_size, reference, ids)
     folder.mkdir(parents=True, exist_ok=True)
     log.info("train: run %d: fitting %s on %d pixels of %d classes, %d features (no progress is reported until it ends "
              "for a Random Forest)" if kind.kind == "pixel" else "train: run %d: fitting %s on %d pixels of %d classes, %d features",
@@ -202,4 +220,4 @@ def train_in_workdir(ctx: Any, model: Any, params: dict[str, Any], run: int, fol
     fit_run(model, params, run, folder, signature, samples=samples, split=products.splits(ctx),
             cat=products.catalog(ctx), spec=products.spec(ctx), seed=cfg.seed, scheme=cfg.split.scheme,
             max_pixels_per_class=cfg.sample.max_pixels_per_class, tile_size=cfg.grid.tile_size_px, extra=extra,
-            calibration=cfg.calibration if calibration_on(cfg, unit) else None)
+            calibration=cfg.calibration if calibration_on(cfg, unit) else None, reference=lambda: products.reference(ctx))

@@ -25,6 +25,9 @@ class DemoConfig(Section):
     # hard: a scene that tells models apart: confusable classes (fallow, young cane), variability across the
     # scene, mixed pixels at field borders, label noise in the reference, more clouds
     difficulty: Literal["normal", "hard"] = "normal"
+    # small objects (with spot): that many 2-4 px isolated trees and huts on the SPOT PAN pixels, half of them
+    # reference polygons (classes "isolated tree", "hut"): what downsampling networks lose
+    small_objects: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _tiles_need_products(self) -> DemoConfig:

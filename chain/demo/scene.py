@@ -153,7 +153,7 @@ def write_geotiff(path: Path, arr: np.ndarray, transform: Affine, nodata: float 
 
 def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
              layout: str = "folders", s1: bool = False, spot: str = "none", s2_tiles: int = 1, landsat: bool = False,
-             difficulty: str = "normal", cloud_share: float | None = None) -> Path:
+             difficulty: str = "normal", cloud_share: float | None = None, small_objects: int = 0) -> Path:
     """Write the demo scene under ``out`` (see the module docstring); returns ``out``.
 
     ``layout``: "folders" (one folder per date), "theia" / "sen2cor" (L2A product folders) or
@@ -165,6 +165,8 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     ``difficulty="hard"``: a scene that tells models apart (see ``harden``): the normal scene's draws are
     kept, and the hardening draws from its own generator.
     ``cloud_share``: the mean share of cloudy pixels per date (benches: e.g. 0.3); None keeps the demo's own clouds.
+    ``small_objects``: that many 2-4 px isolated trees and huts (classes 10, 11) in the SPOT pair, on the PAN pixels
+    (the S2 series does not see them); half of them are reference polygons, and the field polygons leave them out.
     """
     from chain.demo import s2 as s2_writer
 
@@ -203,8 +205,12 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
         from chain.demo import spot as spot_writer
 
         doy = 200  # mid-July: cane tall, pastures green, gardens in their second cycle
+        if small_objects:
+            small = spot_writer.place_small_objects(spot_writer.field_ids(scene.fields, scene.size * RES, ORIGIN), scene.code,
+                                                    small_objects, np.random.default_rng([seed, 7]))
         pan, ms, t_pan, t_ms = spot_writer.make_pair(scene.fields, scene.code, scene.phase, scene.vigour, scene.background,
-                                                     scene.leaf, ORIGIN, scene.size * RES, doy, seed, cover)
+                                                     scene.leaf, ORIGIN, scene.size * RES, doy, seed, cover,
+                                                     small if small_objects else None)
         spot_writer.write_pair(out / "spot", pan, ms, t_pan, t_ms, CRS_EPSG, dt.date(year, 1, 1) + dt.timedelta(days=doy - 1), spot)
 
     truth = scene.code[scene.ids].astype(np.uint8)
@@ -216,6 +222,8 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     ref = ref[~ref.is_empty & (ref.area > 25 * RES * RES)]
     if hard is not None:  # label noise: some polygons carry another (plausible) class, as old databases do
         ref = _noisy_labels(ref, hard, share=0.04)
+    if spot != "none" and small_objects:
+        ref = _with_small_objects(ref, small, np.random.default_rng([seed, 8]))
     with atomic_path(out / "reference.gpkg") as tmp:
         ref.to_file(tmp, driver="GPKG", layer="reference", engine="pyogrio")
     log.info("demo scene: %d x %d px, %d dates, %d fields, %d reference polygons -> %s", scene.size, scene.size, len(dates),
@@ -275,6 +283,23 @@ def harden(scene: Scene, rng: np.random.Generator) -> None:
     scene.background[soils] *= rng.uniform(0.8, 1.2, (int(soils.sum()), 1)).astype(np.float32)
     scene.texture *= 1.5
     scene.hard = True
+
+
+def _with_small_objects(ref: gpd.GeoDataFrame, small: np.ndarray, rng: np.random.Generator) -> gpd.GeoDataFrame:
+    """The field polygons without the small objects (and a 1 PAN px ring), plus half of the objects as polygons."""
+    import pandas as pd
+
+    from chain.demo.spot import PAN_RES, SMALL_CLASSES
+
+    x0, y0 = ORIGIN
+    squares = [shapely.box(x0 + c * PAN_RES, y0 - (r + s) * PAN_RES, x0 + (c + s) * PAN_RES, y0 - r * PAN_RES) for r, c, s, _ in small]
+    holes = shapely.union_all([sq.buffer(PAN_RES, join_style="mitre") for sq in squares])
+    ref = ref.set_geometry(ref.difference(holes))
+    pick = rng.random(len(small)) < 0.5
+    objs = gpd.GeoDataFrame({"field_id": -1 - np.flatnonzero(pick), "code": small[pick, 3].astype(ref["code"].dtype),
+                             "name": [SMALL_CLASSES[int(k)][0] for k in small[pick, 3]]},
+                            geometry=[sq for sq, p in zip(squares, pick, strict=True) if p], crs=ref.crs)
+    return gpd.GeoDataFrame(pd.concat([ref, objs[ref.columns]], ignore_index=True), crs=ref.crs)
 
 
 def _noisy_labels(ref: gpd.GeoDataFrame, rng: np.random.Generator, share: float) -> gpd.GeoDataFrame:

@@ -51,10 +51,44 @@ def _texture(code: np.ndarray, fid: np.ndarray, xx: np.ndarray, yy: np.ndarray, 
     return cover, bright
 
 
+# small objects (demo.small_objects): code -> (name, colour, spectrum of B2 B3 B4 B8 x brightness)
+SMALL_CLASSES = {10: ("isolated tree", (0, 70, 20)), 11: ("hut", (250, 90, 210))}
+SMALL_SPECTRA = {10: np.array([0.022, 0.045, 0.022, 0.36], np.float32) * 0.75,  # a crown, its shadow darkening it
+                 11: np.array([0.16, 0.17, 0.19, 0.22], np.float32) * 1.9}  # a bright sheet-metal roof
+HOST_CLASSES = (1, 2, 4, 7)  # small objects stand in sugarcane, pasture, market gardens and bare soil
+
+
+def field_ids(fields: Any, extent_m: float, origin: tuple[float, float]) -> np.ndarray:
+    """(H, W) index of the field of each PAN pixel (the pair's PAN lattice)."""
+    n = int(np.ceil(extent_m / MS_RES)) * int(MS_RES / PAN_RES)
+    t_pan = Affine(PAN_RES, 0, origin[0], 0, -PAN_RES, origin[1])
+    return rasterize(((g, i) for i, g in enumerate(fields.geometry)), out_shape=(n, n), transform=t_pan, fill=0, dtype="int32")
+
+
+def place_small_objects(fid: np.ndarray, code: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(k, 4) int rows of (row, col, size, class) in PAN pixels: 2-4 px squares of isolated trees and huts, each with a
+    ring of 2 px of one host field of a contrasting class around it, never touching another (k <= n: the draws that fit)."""
+    taken = np.zeros(fid.shape, bool)
+    out = []
+    for _ in range(20 * n):
+        if len(out) == n:
+            break
+        s = int(rng.integers(2, 5))
+        r, c = int(rng.integers(2, fid.shape[0] - s - 2)), int(rng.integers(2, fid.shape[1] - s - 2))
+        ring = (slice(r - 2, r + s + 2), slice(c - 2, c + s + 2))
+        host = fid[ring]
+        if (host != host[0, 0]).any() or code[host[0, 0]] not in HOST_CLASSES or taken[ring].any():
+            continue
+        taken[ring] = True
+        out.append((r, c, s, 10 + len(out) % 2))
+    return np.asarray(out, np.int64).reshape(-1, 4)
+
+
 def make_pair(fields: Any, code: np.ndarray, phase: np.ndarray, vigour: np.ndarray, background: np.ndarray,
               leaf: np.ndarray, origin: tuple[float, float], extent_m: float, doy: int, seed: int,
-              cover_fn: Any) -> tuple[np.ndarray, np.ndarray, Affine, Affine]:
-    """(PAN (H, W) uint16, MS (4, H/4, W/4) uint16, PAN transform, MS transform) covering ``extent_m``."""
+              cover_fn: Any, small: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Affine, Affine]:
+    """(PAN (H, W) uint16, MS (4, H/4, W/4) uint16, PAN transform, MS transform) covering ``extent_m``; ``small``: the
+    small objects (``place_small_objects``) painted over the fields, with their own spectra."""
     rng = np.random.default_rng([seed, 6])
     n_ms = int(np.ceil(extent_m / MS_RES))
     ratio = int(MS_RES / PAN_RES)
@@ -73,6 +107,8 @@ def make_pair(fields: Any, code: np.ndarray, phase: np.ndarray, vigour: np.ndarr
     for k, b in enumerate(MS_IDX):
         refl[k] = (f * leaf[fid, b] + (1 - f) * background[fid, b]) * bright
     del f, bright, fid
+    for r, c, s, k in small if small is not None else []:
+        refl[:, r:r + s, c:c + s] = SMALL_SPECTRA[int(k)][:, None, None] * rng.uniform(0.85, 1.15)
     pan = np.tensordot(PAN_MIX, refl, axes=1) + rng.normal(0, 0.003, (n, n)).astype(np.float32)
     ms = refl.reshape(4, n_ms, ratio, n_ms, ratio).mean(axis=(2, 4)) + rng.normal(0, 0.002, (4, n_ms, n_ms)).astype(np.float32)
     to_dn = lambda a: np.clip(np.rint(a * DN_GAIN) + 1, 1, 4095).astype(np.uint16)  # noqa: E731

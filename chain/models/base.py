@@ -3,7 +3,8 @@
 A model type is one module with a config section (a ``ModelSection`` subclass, ``model.type`` = its
 name) and a ``ModelType`` subclass registered under ``chain.models``. Its ``kind`` says what it
 learns from: ``pixel`` (a feature vector per pixel), ``patch`` (patches around each pixel, declared
-as ``PatchInput``s); the kinds to come (whole-tile segmentation, objects) get their own. ``fit``
+as ``PatchInput``s), ``segmentation`` (whole windows of images on the grid, labelled by the training
+polygons: ``chain.deep.segment``). ``fit``
 writes the model's files into a folder and ``load`` gives back a ``Predictor``: class codes and
 probabilities for a window of the grid, or for sample points.
 """
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from chain.sampling import Samples
     from chain.spec import FeatureSpec
 
-KINDS = ("pixel", "patch")
+KINDS = ("pixel", "patch", "segmentation")
 
 
 class TrainingData(Protocol):
@@ -48,6 +49,7 @@ class Predictor(ABC):
     classes_: np.ndarray
     inputs: list[PatchInput]  # patch models: what predict_proba takes; [] for pixel models (a feature matrix)
     batch: int = 65536  # samples per predict_proba call
+    whole_tile: bool = False  # segmentation models: probabilities come from predict_window only
 
     @abstractmethod
     def predict_proba(self, x: Any) -> np.ndarray:
@@ -85,6 +87,10 @@ class CalibratedPredictor(Predictor):
     def __init__(self, inner: Predictor, temperature: float):
         self.inner, self.temperature = inner, temperature
         self.classes_, self.inputs = inner.classes_, inner.inputs
+
+    @property
+    def whole_tile(self) -> bool:  # type: ignore[override]
+        return self.inner.whole_tile
 
     @property
     def batch(self) -> int:  # the wrapped model's: classify.inference_batch set here reaches the model that batches
