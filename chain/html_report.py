@@ -236,12 +236,27 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
                      "64/16/20 split); the weights kept are those of the best epoch.</p>")
     comparison = context.get("comparison") or {}
     if comparison.get("models"):
+        def num(v: Any) -> str:
+            return "—" if v is None else f"{v:,.0f}"
+
         rows = [[m["name"], ", ".join(f"{k}={v}" for k, v in m["params"].items() if k != "type"), _fmt(m["summary"]["oa"]),
-                 _fmt(m["summary"]["kappa"]), _fmt(m["summary"]["f1_mean"])] for m in comparison["models"]]
-        parts.append("<h2>Model comparison</h2>" + html_table(["model", "parameters", "OA", "kappa", "mean F1"], rows)
+                 _fmt(m["summary"]["kappa"]), _fmt(m["summary"]["f1_mean"]), num((m.get("cost") or {}).get("parameters")),
+                 num((m.get("cost") or {}).get("train_seconds")), num((m.get("cost") or {}).get("inference_px_s"))]
+                for m in comparison["models"]]
+        names = comparison.get("class_names") or {}
+        per_class = ""
+        if names and all("f1_per_class" in m["summary"] for m in comparison["models"]):
+            per_class = "<h3>F1 per class</h3>" + html_table(
+                ["class", *[m["name"] for m in comparison["models"]]],
+                [[f"{c} {n}", *[f"{m['summary']['f1_per_class'].get(c, float('nan')):.3f}" for m in comparison["models"]]]
+                 for c, n in names.items()])
+        parts.append("<h2>Model comparison</h2>" + html_table(["model", "settings", "OA", "kappa", "mean F1", "network parameters",
+                                                               "training s", "mapping px/s"], rows) + per_class
                      + f"<img alt='model comparison' src='{comparison_figure(comparison['models'])}'>"
                      + f"<p class='note'>Every model trained on the same split and scored on all the {html.escape(comparison['part'])} "
-                     "pixels (the first row is the model that made the maps); mean ± half-width of the 95 % interval over runs.</p>")
+                     "pixels (the first row is the model that made the maps); mean ± half-width of the 95 % interval over runs. "
+                     "Training seconds: run 0's fit; mapping speed: measured on one window of the first tile, every core of one "
+                     "process.</p>")
 
     calibrated = context.get("calibration")
     if calibrated:

@@ -128,8 +128,19 @@ def write_reports(final: Path, runs: list[dict[str, Any]], labels: list[int], na
 def comparison_text(comparison: dict[str, Any]) -> str:
     """The model comparison table of RESULTS.txt."""
     lines = [f"Model comparison (same split, all {comparison['part']} pixels; mean +- 95 % CI over runs)", "",
-             f"{'model':<22}{'OA':>18}{'kappa':>18}{'mean F1':>18}"]
+             f"{'model':<22}{'OA':>18}{'kappa':>18}{'mean F1':>18}{'parameters':>12}{'train s':>9}{'map px/s':>10}"]
     for m in comparison["models"]:
-        s = m["summary"]
-        lines.append(f"{m['name']:<22}{mean_ci_text(s['oa']):>18}{mean_ci_text(s['kappa']):>18}{mean_ci_text(s['f1_mean']):>18}")
+        s, cost = m["summary"], m.get("cost") or {}
+        lines.append(f"{m['name']:<22}{mean_ci_text(s['oa']):>18}{mean_ci_text(s['kappa']):>18}{mean_ci_text(s['f1_mean']):>18}"
+                     f"{_num(cost.get('parameters')):>12}{_num(cost.get('train_seconds')):>9}{_num(cost.get('inference_px_s')):>10}")
+    names = comparison.get("class_names") or {}
+    if names and all("f1_per_class" in m["summary"] for m in comparison["models"]):
+        lines += ["", "F1 per class (mean over runs)", "", f"{'class':<24}" + "".join(f"{m['name'][:13]:>14}" for m in comparison["models"])]
+        for code, name in names.items():
+            lines.append(f"{(code + ' ' + name)[:23]:<24}" + "".join(f"{m['summary']['f1_per_class'].get(code, float('nan')):>14.3f}"
+                                                              for m in comparison["models"]))
     return "\n".join(lines) + "\n"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:,.0f}"

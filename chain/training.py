@@ -126,6 +126,9 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
              "for a Random Forest)" if kind.kind == "pixel" else "train: run %d: fitting %s on %d pixels of %d classes, %d features",
              run, model.type, len(train.code), len(codes), len(manifest["feature_names"]))
     report = kind.fit(model, data, run_seed, manifest)
+    from chain.atomic import write_json
+
+    write_json(folder / "fit.json", {"seconds": report.seconds, "detail": report.detail})  # the report's training time
     log.info("train: run %d: %s on %s (%s) in %.1f s", run, model.type, report.detail,
              ", ".join(f"{c}: {n}" for c, n in zip(codes, counts, strict=True)), report.seconds)
     if calibration is not None:

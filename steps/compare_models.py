@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
+
 from chain import models, products
 from chain.atomic import write_json
 from chain.params import RESOURCE_KEYS, From, StepParams
@@ -29,7 +31,7 @@ class CompareParams(StepParams):
 class CompareModels(Step):
     name = "compare_models"
     requires = ("train", "sample", "split")
-    version = "2"
+    version = "3"
     Params = CompareParams
 
     def enabled(self, ctx: Context) -> bool:
@@ -77,7 +79,36 @@ class CompareModels(Step):
                 per_run.append(m)
                 log.info("compare_models: %s, run %d: OA %.3f, kappa %.3f on %d %s pixels", name, run,
                          per_run[-1]["oa"], per_run[-1]["kappa"], len(ev.code), part)
-            rows.append({"name": name, "type": model.type, "params": p, "runs": per_run,
-                         "summary": {k: dict(zip(("mean", "ci95"), mean_ci([r[k] for r in per_run]), strict=True))
-                                     for k in ("oa", "kappa", "f1_mean")}})
-        write_json(ctx.paths.comparison, {"part": part, "models": rows})
+            summary = {k: dict(zip(("mean", "ci95"), mean_ci([r[k] for r in per_run]), strict=True)) for k in ("oa", "kappa", "f1_mean")}
+            summary["f1_per_class"] = {str(c): float(np.nanmean([r["per_class"][str(c)]["f1"] for r in per_run])) for c in labels}
+            first = ctx.paths.model(0) if i == 0 else ctx.paths.compared_model(i, 0)
+            rows.append({"name": name, "type": model.type, "params": p, "runs": per_run, "summary": summary,
+                         "cost": model_cost(first, cat, spec, ctx.cfg.grid.tile_size_px)})
+            log.info("compare_models: %s: %s", name, ", ".join(f"{k} {v:,.0f}" if isinstance(v, (int, float)) else f"{k} {v}"
+                                                               for k, v in rows[-1]["cost"].items()))
+        names = {str(c): v["name"] for c, v in products.classes(ctx).items()}
+        write_json(ctx.paths.comparison, {"part": part, "models": rows, "class_names": {str(c): names.get(str(c), str(c)) for c in labels}})
+
+
+def model_cost(folder: Path, cat: Any, spec: Any, tile_size: int) -> dict[str, Any]:
+    """What a model costs: parameters (networks), training seconds (``fit.json``), and mapping speed in px/s measured
+    here on one window of the grid's first tile (a whole tile for pixel and segmentation models, 64 x 64 px for patch
+    models, whose cost per pixel is a forward pass each), every core of this process."""
+    import json
+    import time
+
+    from rasterio.windows import Window
+
+    predictor = models.load(folder, "compiled", None, spec=spec, cat=cat)
+    inner = getattr(predictor, "inner", predictor)
+    net = getattr(inner, "network", None)
+    fit = folder / "fit.json"
+    side = 64 if predictor.inputs and not predictor.whole_tile else tile_size
+    h, w = min(side, cat.grid.height), min(side, cat.grid.width)
+    predictor.predict_window(cat, spec, Window(0, 0, min(w, 16), min(h, 16)))  # warm-up: lazy imports, first allocations
+    t0 = time.perf_counter()
+    predictor.predict_window(cat, spec, Window(0, 0, w, h))
+    seconds = time.perf_counter() - t0
+    return {"parameters": int(sum(p.numel() for p in net.parameters())) if net is not None else None,
+            "train_seconds": float(json.loads(fit.read_text())["seconds"]) if fit.exists() else None,
+            "inference_px_s": h * w / seconds, "inference_window_px": h * w}

@@ -34,7 +34,12 @@ CASES = {
     "tempcnn": ({"type": "tempcnn", "filters": 8, "dense": 16, **TORCH}, ("s2",)),
     "ltae": ({"type": "ltae", "embedding": 8, "d_model": 16, "n_head": 2, "d_k": 4, "mlp": [16, 8], "decoder": [8], "series": ["s2", "s1"],
               **TORCH}, ("s2", "s1")),
+    "patch_cnn": ({"type": "patch_cnn", "patch_px": 45, "channels": [8, 8, 8, 8], **TORCH, "epochs": 6}, ("spot",)),
+    # a segmentation model maps the SPOT PAN pixels (S2 fusion: tests/test_fcn.py)
+    "fcn": ({"type": "fcn", "widths": [4, 8, 8], "tile_px": 32, "tile_margin_px": 4, "window_px": 32, "overlap_px": 8, "epochs": 10,
+             "lr": 0.005, "batch_size": 4}, ("spot",)),
 }
+GRIDS = {"fcn": {"resolution_m": 1.5, "tile_size_px": 96}}
 INPUTS = {"s2": {"path": "s2"}, "s1": {"path": "s1"}, "spot": {"path": "spot"}}
 
 
@@ -48,7 +53,7 @@ def trained(request, full_scene, tmp_path_factory):
     section, needs = CASES[kind]
     workdir = tmp_path_factory.mktemp(kind) / "work"
     cfg = config_for(full_scene, workdir, {k: INPUTS[k] for k in needs}, model=section,
-                     split={"scheme": "64/16/20", "runs": 1, "small_class": "drop"})
+                     split={"scheme": "64/16/20", "runs": 1, "small_class": "drop"}, **({"grid": GRIDS[kind]} if kind in GRIDS else {}))
     run_pipeline(cfg, to_step="train")
     ctx = Context(cfg, cfg.workdir)
     return kind, cfg, ctx, ctx.paths.model(0)
@@ -73,7 +78,7 @@ def test_the_manifest_records_what_classification_checks(trained):
     assert manifest["versions"]["chain"] and manifest["versions"]["numpy"]
     inputs = [i.to_dict() for i in models.model_type(kind).inputs(cfg.model, spec, products.catalog(ctx))]
     assert models.check(folder, spec.names, inputs) == manifest
-    assert bool(inputs) == (models.model_type(kind).kind == "patch")
+    assert bool(inputs) == (models.model_type(kind).kind in ("patch", "segmentation"))
 
 
 def test_probabilities_have_the_classes_shape_and_survive_a_save_load_round_trip(trained, tmp_path):
@@ -98,6 +103,10 @@ def test_probabilities_have_the_classes_shape_and_survive_a_save_load_round_trip
 def _proba(model, samples, cat, spec):
     if not model.inputs:
         return model.predict_proba(samples.X)
+    if model.whole_tile:  # segmentation: read off the map of the tiles holding the samples
+        from chain.evaluation import proba_of_samples
+
+        return proba_of_samples(model, samples, cat, spec, 64)
     from chain.deep.inputs import TileBlock, by_tile
 
     out = np.zeros((len(samples.code), len(model.classes_)), np.float64)

@@ -16,10 +16,9 @@ tile size, including one tile for the whole scene (tested). Off the scene, input
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-
 from rasterio.windows import Window
 
 from chain.deep.inputs import PatchInput, native_source
@@ -28,6 +27,7 @@ from chain.errors import ConfigError
 if TYPE_CHECKING:
     import geopandas as gpd
     import torch
+
     from chain.catalog import Catalog
     from chain.spec import FeatureSpec
 
@@ -164,7 +164,7 @@ def predict_blended(model: torch.nn.Module, cat: Catalog, spec: FeatureSpec, inp
         for wr in rows.tolist():
             for wc in cols.tolist():
                 a, b = wr - top, wc - left
-                proba = model(*(t[None, :, a:a + s, b:b + s] for t in tensors))[0].float()
+                proba = model(*(t[None, :, a:a + s, b:b + s].contiguous() for t in tensors))[0].float()
                 # the part of the window inside the tile, and where it lands in the tile
                 ir0, ir1 = max(wr, r0), min(wr + s, r0 + h)
                 ic0, ic1 = max(wc, c0), min(wc + s, c0 + w)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,9 +102,7 @@ def _train(model_cfg: Any, network: Callable[[], nn.Module], tr: LabelledTiles, 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        # max-unpooling scatters to distinct indices: deterministic on CPU, whatever torch's generic warning says
-        warnings.filterwarnings("ignore", message="max_unpooling2d_forward_out does not have a deterministic")
+        torch.use_deterministic_algorithms(True, warn_only=True)  # (max-unpooling's warning: filtered in chain.models.fcn)
     norm = norm or Normaliser.fit(tr.arrays)
     xtr, ytr = _to_tensors(tr.arrays, norm), torch.as_tensor(tr.labels)
     xval = yval = None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -42,6 +43,9 @@ from chain.models.base import FitReport, ModelType, Predictor, TrainingData
 from chain.schema import ModelSection
 
 log = logging.getLogger(__name__)
+# max-unpooling scatters to distinct indices: deterministic on CPU, whatever torch's generic warning says when a training in
+# this process switched deterministic algorithms on
+warnings.filterwarnings("ignore", message="max_unpooling2d_forward_out does not have a deterministic")
 
 
 class FCNModel(DeepTraining):
@@ -131,7 +135,9 @@ class FCNNet(nn.Module):
             indices.append(idx)
         h = self.bottom(h)
         if self.fusion == "late":
-            s2 = self.s2(F.avg_pool2d(x["s2"], 2**self.depth))
+            # the bottleneck's cell on the grid: 2^depth px, half that when the input was doubled
+            cell = 2**self.depth // (2 if self.upsample == "early" else 1)
+            s2 = self.s2(F.avg_pool2d(x["s2"], cell) if cell > 1 else x["s2"])
             h = self.merge(torch.cat([h, s2], dim=1))
         for block, skip, idx in zip(self.dec, reversed(skips), reversed(indices), strict=True):
             h = block(F.max_unpool2d(h, idx, 2, output_size=skip.shape[-2:]) + skip)

@@ -25,7 +25,7 @@ from chain.schema import ModelSection
 
 class PatchCNNModel(DeepTraining):
     type: Literal["patch_cnn"]
-    patch_px: int = Field(65, ge=33)  # SPOT PAN pixels a side
+    patch_px: int = Field(65, ge=44)  # SPOT PAN pixels a side (44 at least: three poolings of valid convolutions)
     spot_input: Literal["stack", "pansharpened"] = "stack"
     channels: tuple[int, int, int, int] = (32, 48, 64, 64)
     augment: bool = True
@@ -39,7 +39,7 @@ class PatchCNNNet(nn.Module):
         super().__init__()
         c1, c2, c3, c4 = channels
         if ((((patch - 4) // 2 - 4) // 2 - 2) // 2) - 2 < 1:
-            raise ConfigError(f"model.patch_px {patch} is too small for the network's valid convolutions and poolings: use at least 33")
+            raise ConfigError(f"model.patch_px {patch} is too small for the network's valid convolutions and poolings: use at least 44")
         self.features = nn.Sequential(conv_bn_relu(bands, c1, 5), nn.MaxPool2d(2), conv_bn_relu(c1, c2, 5), nn.MaxPool2d(2),
                                       conv_bn_relu(c2, c3, 3), nn.MaxPool2d(2), conv_bn_relu(c3, c4, 3),
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
