@@ -65,6 +65,22 @@ def confusion_of_maps(map_paths: list[Path], polys: Any, cat: Catalog, tiles: li
     return cms
 
 
-def model_labels(types: list[str]) -> list[str]:
-    """Readable, unique names of compared models: the type, numbered when a type appears twice."""
-    return [f"{n} #{types[:i].count(n) + 1}" if types.count(n) > 1 else n for i, n in enumerate(types)]
+def model_labels(types: list[str], params: list[dict[str, Any]] | None = None) -> list[str]:
+    """Readable, unique names of compared models: the type; when a type appears twice, its first entry keeps the type's
+    name and the others add the (first two) settings where they differ from it (``fcn fusion=early``), or a number
+    when that does not tell them apart (or no settings are given)."""
+    out = []
+    for i, n in enumerate(types):
+        first = types.index(n)
+        if types.count(n) == 1 or (params is not None and i == first):
+            out.append(n)
+            continue
+        if params is not None:
+            base = params[first]
+            shown = [k for k in params[i] if k != "type" and params[i][k] != base.get(k) and not isinstance(params[i][k], (list, dict))][:2]
+            same = [j for j, t in enumerate(types) if t == n and j != first]
+            if shown and sum(1 for j in same if all(params[j].get(k) == params[i][k] for k in shown)) == 1:
+                out.append(f"{n} " + " ".join(f"{k}={params[i][k]}" for k in shown))
+                continue
+        out.append(f"{n} #{types[:i].count(n) + 1}")
+    return out

@@ -249,7 +249,7 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
             per_class = "<h3>F1 per class</h3>" + html_table(
                 ["class", *[m["name"] for m in comparison["models"]]],
                 [[f"{c} {n}", *[f"{m['summary']['f1_per_class'].get(c, float('nan')):.3f}" for m in comparison["models"]]]
-                 for c, n in names.items()])
+                 for c, n in sorted(names.items(), key=lambda kv: int(kv[0]))])
         parts.append("<h2>Model comparison</h2>" + html_table(["model", "settings", "OA", "kappa", "mean F1", "network parameters",
                                                                "training s", "mapping px/s"], rows) + per_class
                      + f"<img alt='model comparison' src='{comparison_figure(comparison['models'])}'>"

@@ -136,7 +136,7 @@ def comparison_text(comparison: dict[str, Any]) -> str:
     names = comparison.get("class_names") or {}
     if names and all("f1_per_class" in m["summary"] for m in comparison["models"]):
         lines += ["", "F1 per class (mean over runs)", "", f"{'class':<24}" + "".join(f"{m['name'][:13]:>14}" for m in comparison["models"])]
-        for code, name in names.items():
+        for code, name in sorted(names.items(), key=lambda kv: int(kv[0])):
             lines.append(f"{(code + ' ' + name)[:23]:<24}" + "".join(f"{m['summary']['f1_per_class'].get(code, float('nan')):>14.3f}"
                                                               for m in comparison["models"]))
     return "\n".join(lines) + "\n"

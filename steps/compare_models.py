@@ -63,7 +63,7 @@ class CompareModels(Step):
         labels = sorted(set(split["code"].astype(int)))
         everyone = [ctx.cfg.model, *ctx.cfg.compare_models]
         params = [ctx.cfg.section("model"), *ctx.cfg.section("compare_models")]
-        names = model_labels([m.type for m in everyone])
+        names = model_labels([m.type for m in everyone], params)
         rows = []
         for i, (name, model, p) in enumerate(zip(names, everyone, params, strict=True)):
             per_run = []

@@ -53,8 +53,8 @@ def _texture(code: np.ndarray, fid: np.ndarray, xx: np.ndarray, yy: np.ndarray, 
 
 # small objects (demo.small_objects): code -> (name, colour, spectrum of B2 B3 B4 B8 x brightness)
 SMALL_CLASSES = {10: ("isolated tree", (0, 70, 20)), 11: ("hut", (250, 90, 210))}
-SMALL_SPECTRA = {10: np.array([0.022, 0.045, 0.022, 0.36], np.float32) * 0.75,  # a crown, its shadow darkening it
-                 11: np.array([0.16, 0.17, 0.19, 0.22], np.float32) * 1.9}  # a bright sheet-metal roof
+SMALL_SPECTRA = {10: np.array([0.025, 0.05, 0.025, 0.34], np.float32) * 0.8,  # a crown, its shadow darkening it a little
+                 11: np.array([0.13, 0.14, 0.15, 0.195], np.float32) * 1.3}  # a roof, a little brighter than the town's
 HOST_CLASSES = (1, 2, 4, 7)  # small objects stand in sugarcane, pasture, market gardens and bare soil
 
 

@@ -54,6 +54,7 @@ class FCNModel(DeepTraining):
     widths: tuple[int, ...] = (32, 64, 128, 192)  # channels per level; len - 1 poolings (stride 2^(len - 1))
     fusion: Literal["none", "early", "late"] = "none"  # with the Sentinel-2 series (inputs.s2)
     s2_width: int = Field(64, ge=4)  # channels of the late-fusion S2 encoder
+    s2_features: list[str] | None = None  # the S2 bands / indices fused, per date (e.g. [B4, B8, NDVI]); default all
     upsample: Literal["none", "early", "late"] = "none"
     small_objects: Literal["none", "distill"] = "none"
     distill_weight: float = Field(0.5, ge=0, le=1)  # share of the distillation loss (the rest: sparse cross-entropy)
@@ -117,9 +118,11 @@ class FCNNet(nn.Module):
             self.s2 = nn.Sequential(ResBlock(s2_channels, s2_width), ResBlock(s2_width, s2_width))
             self.merge = nn.Sequential(nn.Conv2d(cin + s2_width, cin, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
         self.dec = nn.ModuleList(ResBlock(widths[i], widths[max(i - 1, 0)]) for i in reversed(range(self.depth)))
+        fine = max(widths[0] // 2, 4)  # the x2 stage is 4x the pixels: half the channels keeps it cheap
         if upsample == "late":
-            self.fine = ResBlock(widths[0], widths[0])
-        self.head = nn.Conv2d(widths[0], n_classes, 1)
+            self.reduce = nn.Sequential(nn.Conv2d(widths[0], fine, 1, bias=False), nn.BatchNorm2d(fine), nn.ReLU(inplace=True))
+            self.fine = ResBlock(fine, fine)
+        self.head = nn.Conv2d(fine if upsample == "late" else widths[0], n_classes, 1)
 
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, Any]:
         h = x["spot"]
@@ -142,7 +145,7 @@ class FCNNet(nn.Module):
         for block, skip, idx in zip(self.dec, reversed(skips), reversed(indices), strict=True):
             h = block(F.max_unpool2d(h, idx, 2, output_size=skip.shape[-2:]) + skip)
         if self.upsample == "late":
-            h = self.fine(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False))
+            h = self.fine(F.interpolate(self.reduce(h), scale_factor=2, mode="bilinear", align_corners=False))
         logits = self.head(h)
         if self.upsample == "none":
             return {"fused": logits, "fine": logits, "aux": []}
@@ -188,17 +191,26 @@ class FCN(ModelType):
             if cat.source("s2") is None:
                 raise ConfigError(f"model.fusion {cfg.fusion!r} fuses the Sentinel-2 series: add inputs.s2, or set model.fusion: none")
             index, steps = series_index(cat, spec, "s2", f"model.fusion {cfg.fusion!r}")
+            if cfg.s2_features:
+                channels = [c for _, g in spec.of_source("s2") if g.is_series for c in g.channels][:len(index) // steps]
+                unknown = [f for f in cfg.s2_features if f not in channels]
+                if unknown:
+                    raise ConfigError(f"model.s2_features: {unknown} are not S2 features of this run (per date: {', '.join(channels)})")
+                keep = [d for d, c in enumerate(channels) if c in cfg.s2_features]
+                index = tuple(index[t * len(channels) + d] for t in range(steps) for d in keep)
             out.append(PatchInput("s2", "grid", 1, index, steps, dates=series_dates(spec, "s2", steps)))
         return out
 
     def check(self, cfg: Any, spec: Any, cat: Any) -> None:
+        import rasterio
+
         from chain.deep.segment import lattice_offset
         from chain.deep.trainer import resolve_device
 
         inputs = self.inputs(cfg, spec, cat)
         row, col = lattice_offset(cat, inputs[0], "model.type 'fcn'")
         src = cat.source("spot")
-        with __import__("rasterio").open(src.pan) as pan:
+        with rasterio.open(src.pan) as pan:
             h, w = pan.height, pan.width
         g = cat.grid
         if row < 0 or col < 0 or row + g.height > h or col + g.width > w:
@@ -250,7 +262,8 @@ class FCN(ModelType):
         seconds = time.time() - t_fit
         upsample = "late" if cfg.small_objects == "distill" else cfg.upsample
         trainer.save(data.folder, net, norm, history, {**manifest, "shapes": shapes, "upsample": upsample, "parameters": parameters(net),
-                                                       "train_seconds": seconds, "train_tiles": len(tr.labels), **extra,
+                                                       "train_seconds": seconds, "train_tiles": len(tr.labels),
+                                                       "labelled_pixels": int((tr.labels >= 0).sum()), **extra,
                                                        "device": str(trainer.resolve_device(cfg.device))})
         (data.folder / "checkpoint.pt").unlink(missing_ok=True)
         return FitReport(seconds, f"{len(tr.labels)} tiles, {len(history)} epochs ({parameters(net):,} parameters)")
