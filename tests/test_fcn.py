@@ -209,3 +209,26 @@ def test_the_demo_small_objects_are_squares_inside_contrasting_fields(scene):
         inside, ring = img[r0:r0 + s, c0:c0 + s].mean(), img[r0 - 2:r0 + s + 2, c0 - 2:c0 + s + 2]
         around = (ring.sum() - img[r0:r0 + s, c0:c0 + s].sum()) / (ring.size - s * s)
         assert (inside < around) if code == 10 else (inside > around), (code, inside, around)
+
+
+def test_s2_features_choose_the_fused_channels_and_unknown_ones_are_named(scene, tmp_path):
+    cfg = _config(scene, tmp_path / "s2f", {"fusion": "early", "s2_features": ["B4", "NDVI"]},
+                  inputs={"spot": {"path": "scene/spot"}, "s2": {"path": "scene/s2"}})
+    run_pipeline(cfg, to_step="features")
+    ctx = Context(cfg, cfg.workdir)
+    cat, spec = products.catalog(ctx), products.spec(ctx)
+    s2 = models.model_type("fcn").inputs(cfg.model, spec, cat)[1]
+    assert [spec.names[i].split("_")[0] for i in s2.index] == ["B4", "NDVI"] * s2.steps  # time-major: per date, in order
+    with pytest.raises(ConfigError, match=r"\['NIR'\] are not S2 features"):
+        models.model_type("fcn").inputs(cfg.model.model_copy(update={"s2_features": ["B4", "NIR"]}), spec, cat)
+
+
+def test_compared_models_of_one_type_are_named_by_what_sets_them_apart():
+    from chain.evaluation import model_labels
+
+    base = {"type": "fcn", "fusion": "none", "upsample": "none", "small_objects": "none", "teacher_epochs": None, "widths": [4, 8]}
+    entries = [base, {"type": "rf"}, {**base, "fusion": "early", "widths": [8, 8]}, {**base, "upsample": "late"},
+               {**base, "small_objects": "distill", "teacher_epochs": 3}, {**base, "upsample": "late"}]
+    assert model_labels([e["type"] for e in entries], entries) == [
+        "fcn", "rf", "fcn fusion=early", "fcn #4", "fcn small_objects=distill teacher_epochs=3", "fcn #6"]
+    assert model_labels(["rf", "rf"]) == ["rf #1", "rf #2"]
