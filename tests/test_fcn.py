@@ -230,5 +230,5 @@ def test_compared_models_of_one_type_are_named_by_what_sets_them_apart():
     entries = [base, {"type": "rf"}, {**base, "fusion": "early", "widths": [8, 8]}, {**base, "upsample": "late"},
                {**base, "small_objects": "distill", "teacher_epochs": 3}, {**base, "upsample": "late"}]
     assert model_labels([e["type"] for e in entries], entries) == [
-        "fcn", "rf", "fcn fusion=early", "fcn #4", "fcn small_objects=distill teacher_epochs=3", "fcn #6"]
+        "fcn", "rf", "fcn fusion=early", "fcn #3", "fcn small_objects=distill teacher_epochs=3", "fcn #5"]
     assert model_labels(["rf", "rf"]) == ["rf #1", "rf #2"]
