@@ -86,8 +86,9 @@ class CompareModels(Step):
                          "cost": model_cost(first, cat, spec, ctx.cfg.grid.tile_size_px)})
             log.info("compare_models: %s: %s", name, ", ".join(f"{k} {v:,.0f}" if isinstance(v, (int, float)) else f"{k} {v}"
                                                                for k, v in rows[-1]["cost"].items()))
-        names = {str(c): v["name"] for c, v in products.classes(ctx).items()}
-        write_json(ctx.paths.comparison, {"part": part, "models": rows, "class_names": {str(c): names.get(str(c), str(c)) for c in labels}})
+        class_names = {str(c): v["name"] for c, v in products.classes(ctx).items()}
+        write_json(ctx.paths.comparison, {"part": part, "models": rows,
+                                          "class_names": {str(c): class_names.get(str(c), str(c)) for c in labels}})
 
 
 def model_cost(folder: Path, cat: Any, spec: Any, tile_size: int) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def place_small_objects(fid: np.ndarray, code: np.ndarray, n: int, rng: np.rando
     """(k, 4) int rows of (row, col, size, class) in PAN pixels: 2-4 px squares of isolated trees and huts, each with a
     ring of 2 px of one host field of a contrasting class around it, never touching another (k <= n: the draws that fit)."""
     taken = np.zeros(fid.shape, bool)
-    out = []
+    out: list[tuple[int, int, int, int]] = []
     for _ in range(20 * n):
         if len(out) == n:
             break

@@ -22,6 +22,7 @@ from chain.schema import ModelSection
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import geopandas as gpd
     from rasterio.windows import Window
 
     from chain.catalog import Catalog
@@ -38,6 +39,11 @@ class TrainingData(Protocol):
     train: Samples
     validation: Samples | None  # 64/16/20: early stopping and best epoch; never the test polygons
     folder: Path  # the model's folder (patch caches, checkpoints)
+    cat: Catalog
+    spec: FeatureSpec
+
+    def polygons(self, part: str) -> gpd.GeoDataFrame:
+        """The run's reference polygons of ``part`` (segmentation models label whole polygons)."""
 
     def patches(self, part: str, inputs: list[PatchInput]) -> dict[str, np.ndarray]:
         """Patches of the ``part`` ("train" or "validation") pixels, extracted once and cached in ``folder``."""

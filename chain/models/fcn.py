@@ -142,7 +142,7 @@ class FCNNet(nn.Module):
             s2 = self.s2(F.avg_pool2d(x["s2"], cell) if cell > 1 else x["s2"])
             h = self.merge(torch.cat([h, s2], dim=1))
         for block, skip, idx in zip(self.dec, reversed(skips), reversed(indices), strict=True):
-            h = block(F.max_unpool2d(h, idx, 2, output_size=skip.shape[-2:]) + skip)
+            h = block(F.max_unpool2d(h, idx, (2, 2), output_size=skip.shape[-2:]) + skip)
         if self.upsample == "late":
             h = self.fine(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False))
         logits = self.head(h)
