@@ -232,3 +232,17 @@ def test_compared_models_of_one_type_are_named_by_what_sets_them_apart():
     assert model_labels([e["type"] for e in entries], entries) == [
         "fcn", "rf", "fcn fusion=early", "fcn #3", "fcn small_objects=distill teacher_epochs=3", "fcn #5"]
     assert model_labels(["rf", "rf"]) == ["rf #1", "rf #2"]
+
+
+def test_a_demo_scene_is_generated_again_when_its_options_change(tmp_path):
+    import geopandas as gpd
+
+    from chain.demo import ensure
+
+    ref = tmp_path / "scene" / "reference.gpkg"
+    options = {**TINY, "n_dates": 3, "spot": "geotiff"}
+    assert ensure(ref, **options) and not ensure(ref, **options)  # generated, then trusted for the same options
+    (tmp_path / "scene" / "s2" / "stale.txt").write_text("from another generation")
+    assert ensure(ref, **options, small_objects=40)  # other options: generated again, its old files gone
+    assert not (tmp_path / "scene" / "s2" / "stale.txt").exists()
+    assert gpd.read_file(ref)["code"].isin([10, 11]).any() and not ensure(ref, **options, small_objects=40)

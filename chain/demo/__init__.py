@@ -8,6 +8,7 @@ itself imports nothing heavy: ``from chain.demo import generate`` loads the writ
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ def __getattr__(name: str) -> Any:
 
 def ensure(reference_path: Path, **options: Any) -> bool:
     """Generate the demo scene beside ``reference_path`` (``<folder>/reference.gpkg``, with ``<folder>/s2``
-    and the other products' folders) when it is missing; True when it was generated. ``options``: as
+    and the other products' folders) when it is missing, or when it was generated with other options (``demo.json``
+    records them: a scene is not trusted because it exists); True when it was generated. ``options``: as
     ``scene.generate`` takes them (the ``demo:`` section). Checking costs no import of the writers."""
     out = reference_path.parent
     if reference_path.name != "reference.gpkg":
@@ -35,10 +37,27 @@ def ensure(reference_path: Path, **options: Any) -> bool:
                           "'<folder>/s2', '<folder>/s1', '<folder>/spot' and '<folder>/landsat', for the demo generator")
     o = options
     wanted = [out / "s2"] + [out / n for n in ("s1", "landsat") if o.get(n)] + ([out / "spot"] if o.get("spot", "none") != "none" else [])
-    if reference_path.exists() and all(p.is_dir() and any(p.iterdir()) for p in wanted):
+    stamp = out / STAMP
+    want = json.dumps(options, sort_keys=True, default=str)
+    present = reference_path.exists() and all(p.is_dir() and any(p.iterdir()) for p in wanted)
+    if present and stamp.exists() and stamp.read_text() == want:
         return False
     from chain.demo.scene import generate
 
+    if reference_path.exists():  # a scene of other (or unrecorded) options: what the generator writes goes first
+        import shutil
+
+        log.info("the demo scene in %s was generated with other options: generating it again", out)
+        for name in GENERATED:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     log.info("generating the demo scene (%d px, %d dates) in %s", o.get("size_px", 500), o.get("n_dates", 24), out)
     generate(out, **options)
+    from chain.atomic import write_text
+
+    write_text(stamp, want)
     return True
+
+
+STAMP = "demo.json"  # the options the scene in a folder was generated with
+GENERATED = ("s2", "s1", "spot", "landsat", "reference.gpkg", "truth.tif")  # what scene.generate writes
