@@ -66,13 +66,14 @@ class CompareModels(Step):
         names = model_labels([m.type for m in everyone], params)
         rows = []
         for i, (name, model, p) in enumerate(zip(names, everyone, params, strict=True)):
-            per_run = []
+            per_run, first = [], None
             for run in products.runs(ctx):
                 folder = ctx.paths.model(run) if i == 0 else ctx.paths.compared_model(i, run)
                 if i > 0:
                     train_in_workdir(ctx, model, p, run, folder, ctx.signatures[self.name])
                 ev = select_run(samples, split, run, part, None, ctx.cfg.seed)
                 predictor = models.load(folder, "compiled", None)  # this process is the only caller: every core
+                first = first or (folder, predictor)  # run 0's: its costs go in the table
                 pred = predict_samples(predictor, ev, cat, spec, ctx.cfg.grid.tile_size_px)
                 m = run_metrics(confusion(ev.code, pred, labels), labels)
                 m["f1_mean"] = m["macro_f1"]  # over the classes with evaluation pixels
@@ -81,9 +82,9 @@ class CompareModels(Step):
                          per_run[-1]["oa"], per_run[-1]["kappa"], len(ev.code), part)
             summary = {k: dict(zip(("mean", "ci95"), mean_ci([r[k] for r in per_run]), strict=True)) for k in ("oa", "kappa", "f1_mean")}
             summary["f1_per_class"] = {str(c): float(np.nanmean([r["per_class"][str(c)]["f1"] for r in per_run])) for c in labels}
-            first = ctx.paths.model(0) if i == 0 else ctx.paths.compared_model(i, 0)
+            assert first is not None
             rows.append({"name": name, "type": model.type, "params": p, "runs": per_run, "summary": summary,
-                         "cost": model_cost(first, cat, spec, ctx.cfg.grid.tile_size_px)})
+                         "cost": model_cost(*first, cat, spec, ctx.cfg.grid.tile_size_px)})
             log.info("compare_models: %s: %s", name, ", ".join(f"{k} {v:,.0f}" if isinstance(v, (int, float)) else f"{k} {v}"
                                                                for k, v in rows[-1]["cost"].items()))
         class_names = {str(c): v["name"] for c, v in products.classes(ctx).items()}
@@ -91,7 +92,7 @@ class CompareModels(Step):
                                           "class_names": {str(c): class_names.get(str(c), str(c)) for c in labels}})
 
 
-def model_cost(folder: Path, cat: Any, spec: Any, tile_size: int) -> dict[str, Any]:
+def model_cost(folder: Path, predictor: Any, cat: Any, spec: Any, tile_size: int) -> dict[str, Any]:
     """What a model costs: parameters (networks), training seconds (``fit.json``), and mapping speed in px/s measured
     here on one window of the grid's first tile (a whole tile for pixel and segmentation models, 64 x 64 px for patch
     models, whose cost per pixel is a forward pass each), every core of this process."""
@@ -100,7 +101,6 @@ def model_cost(folder: Path, cat: Any, spec: Any, tile_size: int) -> dict[str, A
 
     from rasterio.windows import Window
 
-    predictor = models.load(folder, "compiled", None, spec=spec, cat=cat)
     inner = getattr(predictor, "inner", predictor)
     net = getattr(inner, "network", None)
     fit = folder / "fit.json"

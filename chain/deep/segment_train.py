@@ -12,7 +12,6 @@ each epoch, and a resumed training ends with the same weights (CPU).
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -23,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from chain.atomic import atomic_path
 from chain.deep.segment import LabelledTiles
-from chain.deep.trainer import Normaliser, _augment, _epoch_done, _to_tensors, resolve_device, training_threads
+from chain.deep.trainer import EpochState, Normaliser, _augment, _epoch_done, _to_tensors, resolve_device, training_threads
 from chain.log import Progress
 
 log = logging.getLogger(__name__)
@@ -119,22 +117,9 @@ def _train(model_cfg: Any, network: Callable[[], nn.Module], tr: LabelledTiles, 
     sched = torch.optim.lr_scheduler.StepLR(opt, model_cfg.lr_step_epochs, model_cfg.lr_gamma) if model_cfg.lr_step_epochs else None
     cuda = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if cuda else None
-    history: list[dict[str, float]] = []
-    best, best_state, waited, start, stopped = float("inf"), None, 0, 0, False
-    monitor = "val_loss" if yval is not None else "train_main_loss"
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        if sched is not None:
-            sched.load_state_dict(state["sched"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history, best, best_state, waited = state["history"], state["best"], state["best_state"], state["waited"]
-        start, stopped = state["epoch"], state["stopped"]
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["rng"])
-        log.info("train: resuming after epoch %d of %d (checkpoint %s)", start, model_cfg.epochs, checkpoint)
+    state = EpochState(net, opt, sched, scaler, gen, "val_loss" if yval is not None else "train_main_loss", model_cfg.patience)
+    state.resume(checkpoint, device, model_cfg.epochs)
+    history, start, stopped = state.history, state.start, state.stopped
     names = list(xtr)
     with Progress(model_cfg.epochs, f"train: {role}", log, unit="epoch", log_lines=False) as bar:
         bar.update(start)
@@ -181,26 +166,8 @@ def _train(model_cfg: Any, network: Callable[[], nn.Module], tr: LabelledTiles, 
                      f", validation loss {row['val_loss']:.4f}, pixel accuracy {row['val_acc']:.3f}" if "val_loss" in row else "",
                      row["samples_per_s"])
             bar.update()
-            if row[monitor] < best - 1e-6:
-                best, waited = row[monitor], 0
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-            else:
-                waited += 1
-                if model_cfg.patience and waited >= model_cfg.patience:
-                    log.info("train: early stop after epoch %d (%s did not improve for %d epochs)", epoch + 1, monitor, waited)
-                    stopped = True
-            if checkpoint is not None:
-                with atomic_path(checkpoint) as tmp:
-                    torch.save({"epoch": epoch + 1, "net": net.state_dict(), "opt": opt.state_dict(),
-                                "sched": sched.state_dict() if sched is not None else None,
-                                "scaler": scaler.state_dict() if scaler is not None else None, "history": history,
-                                "best": best, "best_state": best_state, "waited": waited, "stopped": stopped,
-                                "gen": gen.get_state(), "rng": torch.get_rng_state()}, tmp)
+            stopped = state.end_epoch(epoch, row, checkpoint)
             _epoch_done(epoch + 1)
             if stopped:
                 break
-    net = net.cpu()
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return net, norm, history
+    return state.best_network(), norm, history

@@ -214,23 +214,10 @@ def _train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels:
     loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=model_cfg.num_workers,
                                          pin_memory=cuda, persistent_workers=model_cfg.num_workers > 0)
     augment = getattr(model_cfg, "augment", False)
-    history: list[dict[str, float]] = []
-    best, best_state, waited, start, stopped = float("inf"), None, 0, 0, False
     # the best epoch and early stopping look at the fused head's loss (the map's), not at the auxiliary heads'
-    monitor = "val_loss" if yval is not None else "train_main_loss"
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        if sched is not None:
-            sched.load_state_dict(state["sched"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history, best, best_state, waited = state["history"], state["best"], state["best_state"], state["waited"]
-        start, stopped = state["epoch"], state["stopped"]
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["rng"])
-        log.info("train: resuming after epoch %d of %d (checkpoint %s)", start, model_cfg.epochs, checkpoint)
+    state = EpochState(net, opt, sched, scaler, gen, "val_loss" if yval is not None else "train_main_loss", model_cfg.patience)
+    state.resume(checkpoint, device, model_cfg.epochs)
+    history, start, stopped = state.history, state.start, state.stopped
     # a bar on a terminal; the log gets one line per epoch below, with its losses
     with Progress(model_cfg.epochs, f"train: {model_cfg.type}", log, unit="epoch", log_lines=False) as bar:
         bar.update(start)
@@ -272,29 +259,69 @@ def _train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels:
                      f", validation loss {row['val_loss']:.4f}, accuracy {row['val_acc']:.3f}" if "val_loss" in row else "",
                      row["samples_per_s"])
             bar.update()
-            if row[monitor] < best - 1e-6:
-                best, waited = row[monitor], 0
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-            else:
-                waited += 1
-                if model_cfg.patience and waited >= model_cfg.patience:
-                    log.info("train: early stop after epoch %d (%s did not improve for %d epochs)", epoch + 1, monitor, waited)
-                    stopped = True
-            if checkpoint is not None:
-                with atomic_path(checkpoint) as tmp:
-                    torch.save({"epoch": epoch + 1, "net": net.state_dict(), "opt": opt.state_dict(),
-                                "sched": sched.state_dict() if sched is not None else None,
-                                "scaler": scaler.state_dict() if scaler is not None else None, "history": history,
-                                "best": best, "best_state": best_state, "waited": waited, "stopped": stopped,
-                                "gen": gen.get_state(), "rng": torch.get_rng_state()}, tmp)
+            stopped = state.end_epoch(epoch, row, checkpoint)
             _epoch_done(epoch + 1)
             if stopped:
                 break
-    net = net.cpu()
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return net, norm, history
+    return state.best_network(), norm, history
+
+
+class EpochState:
+    """What an epoch loop keeps between epochs, the same for every trainer: the history, the best epoch's weights,
+    early stopping, and the checkpoint of the whole state (weights, optimiser, schedule, scaler, random generators)
+    that a killed training resumes from to the same weights."""
+
+    def __init__(self, net: nn.Module, opt: Any, sched: Any, scaler: Any, gen: torch.Generator, monitor: str,
+                 patience: int | None):
+        self.net, self.opt, self.sched, self.scaler, self.gen = net, opt, sched, scaler, gen
+        self.monitor, self.patience = monitor, patience
+        self.history: list[dict[str, float]] = []
+        self.best, self.waited, self.start, self.stopped = float("inf"), 0, 0, False
+        self.best_state: dict[str, Any] | None = None
+
+    def resume(self, checkpoint: Path | None, device: torch.device, epochs: int) -> None:
+        if checkpoint is None or not checkpoint.exists():
+            return
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["sched"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.history, self.best, self.best_state, self.waited = state["history"], state["best"], state["best_state"], state["waited"]
+        self.start, self.stopped = state["epoch"], state["stopped"]
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        log.info("train: resuming after epoch %d of %d (checkpoint %s)", self.start, epochs, checkpoint)
+
+    def end_epoch(self, epoch: int, row: dict[str, float], checkpoint: Path | None) -> bool:
+        """Keep the weights when ``row`` (appended to the history by the caller) is the best so far, count towards early
+        stopping, checkpoint; True when training stops here."""
+        if row[self.monitor] < self.best - 1e-6:
+            self.best, self.waited = row[self.monitor], 0
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.net.state_dict().items()})
+        else:
+            self.waited += 1
+            if self.patience and self.waited >= self.patience:
+                log.info("train: early stop after epoch %d (%s did not improve for %d epochs)", epoch + 1, self.monitor, self.waited)
+                self.stopped = True
+        if checkpoint is not None:
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"epoch": epoch + 1, "net": self.net.state_dict(), "opt": self.opt.state_dict(),
+                            "sched": self.sched.state_dict() if self.sched is not None else None,
+                            "scaler": self.scaler.state_dict() if self.scaler is not None else None, "history": self.history,
+                            "best": self.best, "best_state": self.best_state, "waited": self.waited, "stopped": self.stopped,
+                            "gen": self.gen.get_state(), "rng": torch.get_rng_state()}, tmp)
+        return self.stopped
+
+    def best_network(self) -> nn.Module:
+        """The network on CPU with the best epoch's weights, in eval mode."""
+        net = self.net.cpu()
+        if self.best_state is not None:
+            net.load_state_dict(self.best_state)
+        net.eval()
+        return net
 
 
 def _epoch_done(epoch: int) -> None:
