@@ -110,6 +110,55 @@ def run(config: Path, from_step: str | None, to_step: str | None, force: bool, d
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
+@click.option("--previous", type=click.Path(path_type=Path), metavar="WORKDIR",
+              help="Last year's work folder (a finished run); default: update.previous of CONFIG.")
+@click.option("--from", "from_step", metavar="STEP", help="Re-run from this step on (earlier steps must be up to date).")
+@click.option("--force", is_flag=True, help="Re-run every step of this year's run even if up to date.")
+@click.option("--dry-run", is_flag=True, help="Only say which steps would run, and why.")
+@set_opt
+@verbose_opt
+@quiet_opt
+def update(config: Path, previous: Path | None, from_step: str | None, force: bool, dry_run: bool, overrides: tuple[str, ...],
+           verbose: int, quiet: bool) -> None:
+    """This year's map as an update of last year's run: its reference carried over where the land cover has not
+    changed, its networks fine-tuned, and what changed reported (final/update.html). Last year's folder is only read."""
+    _setup(verbose, quiet)
+
+    def go() -> None:
+        from chain import config as cfgmod
+        from chain.runner import run_pipeline
+
+        extra = [f"update.previous={previous.resolve()}"] if previous is not None else []
+        cfg = cfgmod.load(config, [*overrides, *extra])
+        if cfg.update is None:
+            cfg = cfgmod.load(config, [*overrides, "update={}", *extra])
+        _demo(cfg)
+        up = cfg.update
+        assert up is not None
+        if up.previous_config is not None:  # last year's run brought up to date first (nothing runs when it is finished)
+            prev_cfg = cfgmod.load(up.previous_config)
+            if up.previous is not None and prev_cfg.workdir.resolve() != up.previous.resolve():
+                from chain.errors import ConfigError
+
+                raise ConfigError(f"update.previous_config {str(up.previous_config)!r} writes to {str(prev_cfg.workdir)!r}, "
+                                  f"not to update.previous {str(up.previous)!r}: make them the same folder")
+            _demo(prev_cfg)
+            click.echo(f"last year's run ({up.previous_config}):")
+            _print_summary(run_pipeline(prev_cfg, dry_run=dry_run), prev_cfg.workdir, dry_run)
+            if up.previous is None:
+                cfg = cfgmod.load(config, [*overrides, f"update.previous={prev_cfg.workdir}"])
+            click.echo("\nthis year's update:")
+        reports = run_pipeline(cfg, from_step, None, force, dry_run)
+        _print_summary(reports, cfg.workdir, dry_run)
+        if not dry_run and cfg.workdir.joinpath("final", "update.html").exists():
+            click.echo(f"update report: {cfg.workdir / 'final' / 'update.html'}; flagged polygons: "
+                       f"{cfg.workdir / 'final' / 'reference_flagged.gpkg'}")
+
+    _guard(verbose, go)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
 @set_opt
 @verbose_opt
 def plan(config: Path, overrides: tuple[str, ...], verbose: int) -> None:

@@ -56,8 +56,10 @@ def default_out_dir(map_a: Path, map_b: Path) -> Path:
     return map_a.parent / f"change_{differ[0]}_{differ[1]}_{a.stem}"
 
 
-def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> dict[str, Any]:
-    """Write change_matrix.csv, change.tif (from * 256 + to) and change.html into ``out_dir``."""
+def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0,
+                 confident: tuple[Path, Path, int] | None = None) -> dict[str, Any]:
+    """Write change_matrix.csv, change.tif (from * 256 + to) and change.html into ``out_dir``. ``confident``: the two
+    maps' confidence rasters and a minimum (0-100): only pixels at least that confident in both maps are counted."""
     with open_raster(map_a) as a:
         if a.count != 1 or a.dtypes[0] != "uint8":
             raise InputError(f"{map_a}: expected a single-band uint8 class map, got {a.count} band(s) of {a.dtypes[0]}")
@@ -81,6 +83,10 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> di
                 va = a.read(1, window=w)
                 vb = read_on_grid(map_b, grid, w, nodata=nodata)  # warped (nearest) when the grids differ
                 ok = (va != nodata) & (vb != nodata)
+                if confident is not None:
+                    with rasterio.open(confident[0]) as ca:
+                        ok &= ca.read(1, window=w) >= confident[2]
+                    ok &= read_on_grid(confident[1], grid, w, nodata=0) >= confident[2]
                 counts += np.bincount(va[ok].astype(np.int64) * 256 + vb[ok], minlength=65536).reshape(256, 256)
                 dst.write(np.where(ok, va.astype(np.uint16) * 256 + vb, CHANGE_NODATA).astype(np.uint16), 1, window=w)
             dst.set_band_description(1, "change code = class in A * 256 + class in B")
@@ -118,6 +124,7 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0) -> di
             for i, j in sorted(zip(*np.nonzero(matrix), strict=False), key=lambda ij: -matrix[ij]) if i != j][:30]
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chain compare</title><style>{CSS}</style></head><body>"
             f"<h1>Change between two maps</h1><p>A: {html.escape(str(map_a))}<br>B: {html.escape(str(map_b))}</p>"
+            + (f"<p>Only pixels at least {confident[2]} % confident in both maps are counted.</p>" if confident else "")
             f"<p>{total:,} pixels compared ({total * pixel_ha:.1f} ha); {changed:,} changed "
             f"({100 * changed / max(total, 1):.1f} %, {changed * pixel_ha:.1f} ha).</p>"
             f"<img alt='change matrix' src='{png_uri(fig)}'><h2>Largest changes</h2>"

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from chain.demo.options import DemoConfig
+from chain.update.options import UpdateConfig
 from chain.errors import ConfigError
 from chain.schema import ModelSection, PathFromConfig, Section
 
@@ -265,6 +266,7 @@ class Config(Section):
     vectorize: VectorizeConfig = VectorizeConfig()
     classes: dict[int, ClassInfo] = Field(default_factory=dict)
     demo: DemoConfig | None = None
+    update: UpdateConfig | None = None  # this run updates last year's (chain update --previous)
     vars: dict[str, Any] = Field(default_factory=dict)  # values for ${name} placeholders (already substituted)
 
     # where the config came from, for messages; not part of the config itself

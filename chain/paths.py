@@ -90,6 +90,34 @@ class Paths:
     def object_summary(self) -> Path:
         return self.root / "objects" / "summary.json"
 
+    # ---- carryover, changes (update: section) --------------------------------------------------------
+    @property
+    def carried_reference(self) -> Path:
+        """Last year's reference polygons scored as unchanged: this year's reference in an update."""
+        return self.root / "carryover" / "reference.gpkg"
+
+    @property
+    def carry_scores(self) -> Path:
+        return self.root / "carryover" / "scores.csv"
+
+    @property
+    def carry_summary(self) -> Path:
+        return self.root / "carryover" / "summary.json"
+
+    @property
+    def flagged_reference(self) -> Path:
+        """The polygons scored as changed since last year, with their scores, for a person to review."""
+        return self.final / "reference_flagged.gpkg"
+
+    @property
+    def change_dir(self) -> Path:
+        """The change since last year's map (changes step): matrix, change raster, pages."""
+        return self.final / "change"
+
+    @property
+    def update_report(self) -> Path:
+        return self.final / "update.html"
+
     # ---- split, sample ----------------------------------------------------------------------------
     @property
     def split(self) -> Path:

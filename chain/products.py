@@ -46,9 +46,20 @@ def catalog(ctx: Context) -> Catalog:
 
 
 def reference(ctx: Context) -> gpd.GeoDataFrame:
+    """The reference polygons the run learns from and is validated on: ingest's, or in an update
+    (``update:``) the ones the carryover step carried over from last year."""
     import geopandas as gpd
 
-    result: gpd.GeoDataFrame = ctx.memo("reference", lambda: gpd.read_file(ctx.paths.reference, engine="pyogrio"))
+    path = ctx.paths.carried_reference if ctx.cfg.update is not None else ctx.paths.reference
+    result: gpd.GeoDataFrame = ctx.memo("reference", lambda: gpd.read_file(path, engine="pyogrio"))
+    return result
+
+
+def ingested_reference(ctx: Context) -> gpd.GeoDataFrame:
+    """The reference polygons as the inputs give them (in an update: last year's, before the carry-over)."""
+    import geopandas as gpd
+
+    result: gpd.GeoDataFrame = ctx.memo("ingested_reference", lambda: gpd.read_file(ctx.paths.reference, engine="pyogrio"))
     return result
 
 

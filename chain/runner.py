@@ -42,6 +42,10 @@ class Step:
     version: ClassVar[str] = "1"
     Params: ClassVar[type[StepParams]] = NoParams  # the config values that change this step's outputs
 
+    def upstream(self, ctx: Context) -> tuple[str, ...]:
+        """The steps whose signatures are part of this one's: ``requires``, plus those a config switches on."""
+        return self.requires
+
     def enabled(self, ctx: Context) -> bool:
         """False for an optional step switched off in the config (it records its signature and writes nothing)."""
         return True
@@ -217,7 +221,7 @@ def decide(step: Step, ctx: Context, forced: bool) -> Decision:
 
     params = step.params(ctx).model_dump(mode="json")
     inputs_hash = stable_hash(fingerprint_files(step.external_inputs(ctx)))
-    upstream = {r: ctx.signatures[r] for r in step.requires}
+    upstream = {r: ctx.signatures[r] for r in step.upstream(ctx)}
     payload = {"step": step.name, "version": step.version, "params": params, "inputs": inputs_hash, "upstream": upstream}
     sig = stable_hash(payload)
     ctx.signatures[step.name] = sig
@@ -402,6 +406,7 @@ def run_pipeline(
             from chain.log import add_logfile
 
             handler = add_logfile(workdir / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log")
+            write_json(config_record(workdir), json.loads(cfg.model_dump_json()))  # what `chain update --previous` reads back
         try:
             prepare(ctx, i_to)
             for i, name in enumerate(names):
@@ -434,6 +439,11 @@ def run_pipeline(
                 logging.getLogger("chain").removeHandler(handler)
                 handler.close()
     return reports
+
+
+def config_record(workdir: Path) -> Path:
+    """The resolved config of the last run in ``workdir`` (paths absolute)."""
+    return workdir / ".chain" / "config.json"
 
 
 STALE_NOTE = "OUTDATED.txt"

@@ -40,6 +40,7 @@ class RunData:
     # the run's polygons of each part (segmentation models label whole polygons): the reference's rows, when given
     reference: Callable[[], gpd.GeoDataFrame] | None = None
     poly_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    start_from: Any = None  # an update: last year's network to fine-tune (chain.update.transfer.StartFrom)
     _patches: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def polygons(self, part: str) -> gpd.GeoDataFrame:
@@ -84,11 +85,13 @@ def sample_cap(model: Any, max_pixels_per_class: int | None) -> int | None:
 def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signature: str, *, samples: Samples,
             split: pd.DataFrame, cat: Catalog, spec: FeatureSpec, seed: int, scheme: str, max_pixels_per_class: int | None,
             tile_size: int, extra: dict[str, Any] | None = None, calibration: Any = None,
-            reference: Callable[[], gpd.GeoDataFrame] | None = None) -> None:
+            reference: Callable[[], gpd.GeoDataFrame] | None = None, start_from: Any = None, train_share: float = 1.0) -> None:
     """Train ``model`` (a model section) on run ``run``'s training pixels into ``folder`` (skipped when already there).
     ``extra``: manifest entries over the usual ones (object models: their feature names and where the objects are).
     ``calibration`` (the config section, when on): the temperature of its probabilities fitted on the validation
-    pixels (64/16/20) or on a held-out share of the training polygons (30/70) -> ``calibration.json``."""
+    pixels (64/16/20) or on a held-out share of the training polygons (30/70) -> ``calibration.json``.
+    ``start_from``: last year's network to fine-tune (an update); ``train_share``: the share of each class's training
+    polygons used (at least one; seeded), e.g. to measure what fine-tuning brings with few samples."""
     from chain.models import model_type
 
     kind = model_type(model.type)
@@ -120,7 +123,14 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
            for part in ("train", "validation")}
     if held is not None:
         ids["train"] = ids["train"][~np.isin(ids["train"], held)]
-    data = RunData(train, validation, folder, cat, spec, tile_size, reference, ids)
+    if train_share < 1.0:
+        ids["train"] = share_of_polygons(split, ids["train"], train_share, seed, run)
+        train = train.take(np.flatnonzero(np.isin(train.poly_id, ids["train"])))
+        log.info("train: run %d: %d training polygons (%.0f %% of each class's), %d pixels", run, len(ids["train"]),
+                 100 * train_share, len(train.code))
+        codes, counts = np.unique(train.code, return_counts=True)
+        manifest["train_pixels"] = {str(c): int(n) for c, n in zip(codes, counts, strict=True)}
+    data = RunData(train, validation, folder, cat, spec, tile_size, reference, ids, start_from=start_from)
     folder.mkdir(parents=True, exist_ok=True)
     log.info("train: run %d: fitting %s on %d pixels of %d classes, %d features (no progress is reported until it ends "
              "for a Random Forest)" if kind.kind == "pixel" else "train: run %d: fitting %s on %d pixels of %d classes, %d features",
@@ -136,6 +146,19 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
 
 
 CALIBRATION = "calibration.json"
+
+
+def share_of_polygons(split: pd.DataFrame, ids: np.ndarray, share: float, seed: int, run: int) -> np.ndarray:
+    """``share`` of each class's polygons among ``ids`` (at least one per class), drawn with a derived seed."""
+    from chain.seeds import rng
+
+    rows = split[(split["run"] == run) & split["poly_id"].isin(ids)].drop_duplicates("poly_id")
+    out = []
+    for code, group in rows.groupby("code"):
+        pids = np.sort(group["poly_id"].to_numpy())
+        k = max(1, int(round(share * len(pids))))
+        out.append(rng(seed, "train-share", run, int(code)).choice(pids, k, replace=False))
+    return np.sort(np.concatenate(out)) if out else ids[:0]
 
 
 def holdout_polygons(split: pd.DataFrame, run: int, share: float, seed: int) -> np.ndarray:
@@ -200,7 +223,13 @@ def check_model(ctx: Any, model: Any) -> None:
     from chain.models import model_type
 
     cat, _ = products.preflight(ctx)
-    model_type(model.type).check(model, feature_spec(ctx.cfg, cat), cat)
+    spec = feature_spec(ctx.cfg, cat)
+    model_type(model.type).check(model, spec, cat)
+    up = ctx.cfg.update
+    if up is not None and up.prune is not None and model is ctx.cfg.model:
+        from chain.update.transfer import check_prunable
+
+        check_prunable(model_type(model.type), model, spec, cat, up.prune.ratio)
 
 
 def train_in_workdir(ctx: Any, model: Any, params: dict[str, Any], run: int, folder: Path, signature: str,
@@ -223,4 +252,20 @@ def train_in_workdir(ctx: Any, model: Any, params: dict[str, Any], run: int, fol
     fit_run(model, params, run, folder, signature, samples=samples, split=products.splits(ctx),
             cat=products.catalog(ctx), spec=products.spec(ctx), seed=cfg.seed, scheme=cfg.split.scheme,
             max_pixels_per_class=cfg.sample.max_pixels_per_class, tile_size=cfg.grid.tile_size_px, extra=extra,
-            calibration=cfg.calibration if calibration_on(cfg, unit) else None, reference=lambda: products.reference(ctx))
+            calibration=cfg.calibration if calibration_on(cfg, unit) else None, reference=lambda: products.reference(ctx),
+            start_from=start_from(ctx, model, run, unit), train_share=cfg.update.train_share if cfg.update else 1.0)
+
+
+def start_from(ctx: Any, model: Any, run: int, unit: str) -> Any:
+    """An update that fine-tunes (``update.finetune``): last year's model of ``run`` for a network of the same type
+    (chain.update.transfer.StartFrom); None otherwise (Random Forests and the other models are retrained)."""
+    from chain.models import model_type
+
+    up = ctx.cfg.update
+    if up is None or not up.finetune or unit != "pixel" or not model_type(model.type).transferable:
+        return None
+    from chain.update.previous import open_previous
+    from chain.update.transfer import StartFrom
+
+    prev = ctx.memo("previous", lambda: open_previous(ctx.cfg))
+    return StartFrom.of(prev.model(run), up.lr_factor, up.prune)

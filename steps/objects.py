@@ -27,6 +27,10 @@ class Objects(Step):
     requires = ("segment", "features", "ingest")
     version = "1"
     Params = ObjectsParams
+    after = ("carryover",)
+
+    def upstream(self, ctx: Context) -> tuple[str, ...]:
+        return self.requires + (("carryover",) if ctx.cfg.update is not None else ())  # an update: the carried reference
 
     def enabled(self, ctx: Context) -> bool:
         return bool(ctx.cfg.segmentation.enabled)

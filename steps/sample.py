@@ -24,8 +24,11 @@ class Sample(Step):
     name = "sample"
     version = "3"  # the features in pixels_X.npy (memory-mapped by the steps after it), the metadata in pixels.npz
     requires = ("features",)
-    after = ("split", "cube")
+    after = ("split", "cube", "carryover")
     Params = SampleParams
+
+    def upstream(self, ctx: Context) -> tuple[str, ...]:
+        return self.requires + (("carryover",) if ctx.cfg.update is not None else ())  # an update: the carried reference
 
     def outputs(self, ctx: Context) -> list[Path]:
         from chain.sampling import features_path

@@ -20,7 +20,11 @@ class SplitParams(StepParams):
 class Split(Step):
     name = "split"
     requires = ("ingest",)
+    after = ("carryover",)
     Params = SplitParams
+
+    def upstream(self, ctx: Context) -> tuple[str, ...]:
+        return self.requires + (("carryover",) if ctx.cfg.update is not None else ())  # an update: the carried reference
 
     def check(self, ctx: Context) -> None:
         from chain.split import check_parts, make_splits, small_classes

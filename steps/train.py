@@ -21,11 +21,21 @@ class TrainParams(StepParams):
     calibration: Annotated[dict[str, Any], From("calibration")]
 
 
+class UpdateTrainParams(TrainParams):
+    """In an update: also where the networks start from and how (last year's run, fine-tuning, pruning, sample share)."""
+
+    update: Annotated[dict[str, Any], From("update", exclude=("previous_config", "threshold", "max_flagged_share", "siamese",
+                                                               "min_confidence"))]
+
+
 class Train(Step):
     name = "train"
     requires = ("sample", "split", "objects")  # objects: object-based runs train on the object table
     version = "2"
     Params = TrainParams
+
+    def params(self, ctx: Context) -> StepParams:
+        return (UpdateTrainParams if ctx.cfg.update is not None else TrainParams).of(ctx.cfg)
 
     def check(self, ctx: Context) -> None:
         from chain.training import check_model

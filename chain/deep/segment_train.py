@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from torch import nn
 from chain.deep.segment import LabelledTiles
 from chain.deep.trainer import EpochState, Normaliser, _augment, _epoch_done, _to_tensors, resolve_device, training_threads
 from chain.log import Progress
+
+if TYPE_CHECKING:
+    from chain.update.transfer import StartFrom
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +81,24 @@ def evaluate(net: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor, size: 
 
 def train(model_cfg: Any, network: Callable[[], nn.Module], train_tiles: LabelledTiles, val_tiles: LabelledTiles | None,
           n_classes: int, crop: int, seed: int, checkpoint: Path | None = None, teacher: nn.Module | None = None,
-          norm: Normaliser | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+          norm: Normaliser | None = None, start: StartFrom | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
     """Fit ``network()`` on the training tiles; returns (best network on CPU, normaliser, history per epoch).
-    ``teacher`` (with ``norm``, the teacher's normaliser, shared so that both see the same inputs): distillation."""
+    ``teacher`` (with ``norm``, the teacher's normaliser, shared so that both see the same inputs): distillation.
+    ``start``: last year's network to fine-tune (its weights and normaliser; pruned when asked)."""
     device = resolve_device(model_cfg.device)
     threads = training_threads(model_cfg)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _train(model_cfg, network, train_tiles, val_tiles, n_classes, crop, seed, checkpoint, teacher, norm, device, threads)
+        return _train(model_cfg, network, train_tiles, val_tiles, n_classes, crop, seed, checkpoint, teacher, norm, device, threads,
+                      start)
     finally:
         torch.set_num_threads(previous)
 
 
 def _train(model_cfg: Any, network: Callable[[], nn.Module], tr: LabelledTiles, val: LabelledTiles | None, n_classes: int, crop: int,
            seed: int, checkpoint: Path | None, teacher: nn.Module | None, norm: Normaliser | None, device: torch.device,
-           threads: int) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+           threads: int, start: StartFrom | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
     role = "student (distilled)" if teacher is not None else model_cfg.type
     log.info("train: %s on %s, %d CPU thread(s), %d training tiles of %d px (crops of %d)", role, device, threads, len(tr.labels),
              tr.labels.shape[-1], crop)
@@ -101,19 +106,22 @@ def _train(model_cfg: Any, network: Callable[[], nn.Module], tr: LabelledTiles, 
     gen = torch.Generator().manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)  # (max-unpooling's warning: filtered in chain.models.fcn)
-    norm = norm or Normaliser.fit(tr.arrays)
+    norm = norm or (start.normaliser() if start is not None else Normaliser.fit(tr.arrays))
     xtr, ytr = _to_tensors(tr.arrays, norm), torch.as_tensor(tr.labels)
     xval = yval = None
     if val is not None and len(val.labels):
         xval, yval = _to_tensors(val.arrays, norm), torch.as_tensor(val.labels)
-    net = network().to(device)
+    net = network()
+    if start is not None:
+        net = start.prepare(net, {k: v[:4].float() for k, v in xtr.items()})
+    net = net.to(device)
     weight = torch.as_tensor(class_weights(tr.labels, n_classes), dtype=torch.float32, device=device) if model_cfg.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=-1)
     if teacher is not None:
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr)
+    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr * (start.lr_factor if start is not None else 1.0))
     sched = torch.optim.lr_scheduler.StepLR(opt, model_cfg.lr_step_epochs, model_cfg.lr_gamma) if model_cfg.lr_step_epochs else None
     cuda = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if cuda else None

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 class TorchModel(ModelType):
     kind: ClassVar[str] = "patch"
+    transferable: ClassVar[bool] = True  # an update can fine-tune last year's network (chain.update.transfer)
     files: ClassVar[tuple[str, ...]] = ("model.pt", "history.json", "curves.png")  # + model.pt2 (chain.deep.export) when exportable
 
     @abstractmethod
@@ -54,9 +55,14 @@ class TorchModel(ModelType):
         channels = {k: int(v.shape[1]) for k, v in xtr.items()}
         checkpoint = data.folder / "checkpoint.pt"
         t0 = time.time()
+        start = getattr(data, "start_from", None)
+        if start is not None:
+            start.check_classes(manifest["classes"])
         net, norm, history = trainer.train(cfg, lambda n, shapes: self.network(cfg, n, shapes), inputs, channels,
                                            manifest["classes"], xtr, data.train.code, xval, yval, seed, checkpoint=checkpoint,
-                                           period=period)
+                                           period=period, start=start)
+        if start is not None:
+            manifest = {**manifest, "lineage": start.lineage()}
         seconds = time.time() - t0
         trainer.save(data.folder, net, norm, history, {**manifest, "shapes": trainer.shapes_of(inputs, channels),
                                                        "device": str(trainer.resolve_device(cfg.device))})

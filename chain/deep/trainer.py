@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from chain.atomic import atomic_path, write_json
 from chain.deep.inputs import PatchInput
 from chain.errors import ConfigError, StepError
 from chain.log import Progress
+
+if TYPE_CHECKING:
+    from chain.update.transfer import StartFrom
 
 # the model type's network for (number of classes, input shapes)
 Network = Callable[[int, dict[str, dict[str, int]]], nn.Module]
@@ -154,8 +157,8 @@ def evaluate(net: nn.Module, data: dict[str, torch.Tensor], y: torch.Tensor, cri
 
 def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
           train_patches: dict[str, np.ndarray], y_train: np.ndarray, val_patches: dict[str, np.ndarray] | None,
-          y_val: np.ndarray | None, seed: int, checkpoint: Path | None = None, period: dict[str, int] | None = None
-          ) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+          y_val: np.ndarray | None, seed: int, checkpoint: Path | None = None, period: dict[str, int] | None = None,
+          start: StartFrom | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
     """Fit the network of ``model_cfg``; returns (best network on CPU, normaliser, history per epoch).
 
     With ``checkpoint``, the whole training state (weights, optimiser, schedule, best epoch, random
@@ -168,7 +171,7 @@ def train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: 
     torch.set_num_threads(threads)
     try:
         return _train(model_cfg, network, inputs, channels, classes, train_patches, y_train, val_patches, y_val, seed, checkpoint,
-                      period, device, threads)
+                      period, device, threads, start)
     finally:
         torch.set_num_threads(previous)
 
@@ -183,13 +186,13 @@ def training_threads(model_cfg: Any) -> int:
 def _train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
            train_patches: dict[str, np.ndarray], y_train: np.ndarray, val_patches: dict[str, np.ndarray] | None,
            y_val: np.ndarray | None, seed: int, checkpoint: Path | None, period: dict[str, int] | None, device: torch.device,
-           threads: int) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+           threads: int, start: StartFrom | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
     log.info("train: %s on %s, %d CPU thread(s)", model_cfg.type, device, threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    norm = Normaliser.fit(train_patches, period)
+    norm = start.normaliser() if start is not None else Normaliser.fit(train_patches, period)
     index = {c: i for i, c in enumerate(classes)}
     ytr = torch.as_tensor(np.vectorize(index.get)(y_train), dtype=torch.long)
     xtr = _to_tensors(train_patches, norm)
@@ -198,13 +201,16 @@ def _train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels:
         keep = np.isin(y_val, classes)
         xval = _to_tensors({k: v[keep] for k, v in val_patches.items()}, norm)
         yval = torch.as_tensor(np.vectorize(index.get)(y_val[keep]), dtype=torch.long)
-    net = network(len(classes), shapes_of(inputs, channels)).to(device)
+    net = network(len(classes), shapes_of(inputs, channels))
+    if start is not None:  # last year's weights (and normaliser, above), pruned when asked
+        net = start.prepare(net, {k: v[:256].float() for k, v in xtr.items()})
+    net = net.to(device)
     weight = None
     if model_cfg.class_weights:
         counts = np.bincount(ytr.numpy(), minlength=len(classes)).astype(np.float64)
         weight = torch.as_tensor(len(ytr) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weight)
-    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr)
+    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr * (start.lr_factor if start is not None else 1.0))
     sched = torch.optim.lr_scheduler.StepLR(opt, model_cfg.lr_step_epochs, model_cfg.lr_gamma) if model_cfg.lr_step_epochs else None
     cuda = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if cuda else None
@@ -333,8 +339,9 @@ def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str,
     from chain.models import save_manifest
 
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "model.pt") as tmp:
-        torch.save(net.state_dict(), tmp)
+    from chain.update.transfer import save_weights
+
+    save_weights(net, folder / "model.pt", pruned=bool(manifest.get("lineage", {}).get("pruned")))
     if manifest.get("inputs") and manifest.get("shapes"):
         from chain.deep.export import export_program
 
@@ -355,8 +362,13 @@ def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str,
 def load(folder: Path, manifest: dict[str, Any], network: Network) -> tuple[nn.Module, Normaliser]:
     net = network(len(manifest["classes"]), manifest["shapes"])
     try:
-        net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-    except (RuntimeError, FileNotFoundError) as exc:
+        if manifest.get("lineage", {}).get("pruned"):  # its pruned shapes are rebuilt from the unpruned architecture
+            import torch_pruning as tp
+
+            tp.load_state_dict(net, state_dict=torch.load(folder / "model.pt", map_location="cpu", weights_only=False))
+        else:
+            net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    except (RuntimeError, FileNotFoundError, KeyError) as exc:
         raise StepError(f"model weights in {str(folder)!r} do not match the manifest ({exc}); re-run training") from None
     net.eval()
     norm = manifest["normalisation"]

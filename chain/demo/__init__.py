@@ -60,4 +60,4 @@ def ensure(reference_path: Path, **options: Any) -> bool:
 
 
 STAMP = "demo.json"  # the options the scene in a folder was generated with
-GENERATED = ("s2", "s1", "spot", "landsat", "reference.gpkg", "truth.tif")  # what scene.generate writes
+GENERATED = ("s2", "s1", "spot", "landsat", "reference.gpkg", "truth.tif", "reference_truth.gpkg", "changes.csv")  # what scene.generate writes

@@ -9,6 +9,14 @@ from pydantic import Field, model_validator
 from chain.schema import Section
 
 
+class NextYear(Section):
+    """The scene one year later (``demo.next_year``): the same landscape, some fields changed class, another season."""
+
+    changed_share: float = Field(0.15, ge=0, le=0.9)  # share of the fields whose class changes
+    phenology_shift_days: float = 12.0  # the season (harvest dates, cycles) this many days later, +- 6 days per field
+    spot_offset_m: tuple[float, float] = (4.0, -3.0)  # the SPOT image's misregistration (east, north) against last year's
+
+
 class DemoConfig(Section):
     """When present, ``chain run`` generates the synthetic demo scene at the input paths if missing."""
 
@@ -28,6 +36,9 @@ class DemoConfig(Section):
     # small objects (with spot): that many 2-4 px isolated trees and huts on the SPOT PAN pixels, half of them
     # reference polygons (classes "isolated tree", "hut"): what downsampling networks lose
     small_objects: int = Field(0, ge=0)
+    # the scene of the year after `year - 1` with the same seed: the images of `year`, and as reference.gpkg last year's
+    # polygons (what a user has at update time); reference_truth.gpkg, truth.tif and changes.csv say what changed
+    next_year: NextYear | None = None
 
     @model_validator(mode="after")
     def _tiles_need_products(self) -> DemoConfig:

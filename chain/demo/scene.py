@@ -153,7 +153,8 @@ def write_geotiff(path: Path, arr: np.ndarray, transform: Affine, nodata: float 
 
 def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 250, seed: int = 0, year: int = 2021,
              layout: str = "folders", s1: bool = False, spot: str = "none", s2_tiles: int = 1, landsat: bool = False,
-             difficulty: str = "normal", cloud_share: float | None = None, small_objects: int = 0) -> Path:
+             difficulty: str = "normal", cloud_share: float | None = None, small_objects: int = 0,
+             next_year: dict[str, Any] | None = None) -> Path:
     """Write the demo scene under ``out`` (see the module docstring); returns ``out``.
 
     ``layout``: "folders" (one folder per date), "theia" / "sen2cor" (L2A product folders) or
@@ -167,6 +168,8 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     ``cloud_share``: the mean share of cloudy pixels per date (benches: e.g. 0.3); None keeps the demo's own clouds.
     ``small_objects``: that many 2-4 px isolated trees and huts (classes 10, 11) in the SPOT pair, on the PAN pixels
     (the S2 series does not see them); half of them are reference polygons, and the field polygons leave them out.
+    ``next_year`` (``changed_share``, ``phenology_shift_days``, ``spot_offset_m``): the scene a year after the one of
+    ``year - 1`` with the same seed (see ``advance``); reference.gpkg is then that year's polygons, as a user has them.
     """
     from chain.demo import s2 as s2_writer
 
@@ -180,6 +183,17 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
     if hard is not None:
         harden(scene, hard)
     scene.cloud_share = cloud_share
+    last_year_ref = None
+    spot_shift = (0.0, 0.0)
+    if next_year is not None:
+        if small_objects:
+            from chain.errors import ConfigError
+
+            raise ConfigError("demo.next_year does not take demo.small_objects (the objects would need a history); set one")
+        last_year_ref = reference_polygons(scene, seed, hard, None)
+        advance(scene, np.random.default_rng([seed, 12]), next_year, out)
+        spot_shift = tuple(next_year.get("spot_offset_m", (4.0, -3.0)))  # type: ignore[assignment]
+        rng = np.random.default_rng([seed, 11])  # another year's weather and acquisitions
     dates = acquisition_dates(rng, n_dates, year)
     for date in dates:
         refl, mask = observe(scene, rng, date.timetuple().tm_yday)
@@ -208,27 +222,75 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
         if small_objects:
             small = spot_writer.place_small_objects(spot_writer.field_ids(scene.fields, scene.size * RES, ORIGIN), scene.code,
                                                     small_objects, np.random.default_rng([seed, 7]))
+        # a misregistered image (next_year): drawn from a shifted origin, georeferenced at the usual one
+        drawn_at = (ORIGIN[0] + spot_shift[0], ORIGIN[1] + spot_shift[1])
         pan, ms, t_pan, t_ms = spot_writer.make_pair(scene.fields, scene.code, scene.phase, scene.vigour, scene.background,
-                                                     scene.leaf, ORIGIN, scene.size * RES, doy, seed, cover,
-                                                     small if small_objects else None)
+                                                     scene.leaf, drawn_at, scene.size * RES, doy, seed + (1 if next_year else 0),
+                                                     cover, small if small_objects else None)
+        t_pan, t_ms = (t * Affine.translation(-spot_shift[0] / t.a, spot_shift[1] / t.a) for t in (t_pan, t_ms))
         spot_writer.write_pair(out / "spot", pan, ms, t_pan, t_ms, CRS_EPSG, dt.date(year, 1, 1) + dt.timedelta(days=doy - 1), spot)
 
     truth = scene.code[scene.ids].astype(np.uint8)
     cmap = {0: (0, 0, 0, 0), **{c: (*v[1], 255) for c, v in CLASSES.items()}, **{c: (*v[1], 255) for c, v in HARD_CLASSES.items()}}
     write_geotiff(out / "truth.tif", truth, scene.t10, 0, cmap)
-    # reference: most fields, shrunk inside their borders (mixed edge pixels are not reference data)
-    ref = scene.fields.sample(frac=0.82, random_state=seed).sort_values("field_id")
-    ref = ref.set_geometry(ref.buffer(-RES if hard is None else 0, join_style="mitre"))
-    ref = ref[~ref.is_empty & (ref.area > 25 * RES * RES)]
-    if hard is not None:  # label noise: some polygons carry another (plausible) class, as old databases do
-        ref = _noisy_labels(ref, hard, share=0.04)
-    if spot != "none" and small_objects:
-        ref = _with_small_objects(ref, small, np.random.default_rng([seed, 8]))
+    ref = reference_polygons(scene, seed, hard, small if spot != "none" and small_objects else None)
+    if last_year_ref is not None:  # what the user has: last year's polygons; this year's truth beside them
+        with atomic_path(out / "reference_truth.gpkg") as tmp:
+            ref.to_file(tmp, driver="GPKG", layer="reference", engine="pyogrio")
+        ref = last_year_ref
     with atomic_path(out / "reference.gpkg") as tmp:
         ref.to_file(tmp, driver="GPKG", layer="reference", engine="pyogrio")
     log.info("demo scene: %d x %d px, %d dates, %d fields, %d reference polygons -> %s", scene.size, scene.size, len(dates),
              len(scene.fields), len(ref), out)
     return out
+
+
+def reference_polygons(scene: Scene, seed: int, hard: np.random.Generator | None, small: np.ndarray | None) -> gpd.GeoDataFrame:
+    """Most fields, shrunk inside their borders (mixed edge pixels are not reference data), with the scene's classes."""
+    fields = scene.fields.assign(code=scene.code.astype(scene.fields["code"].dtype), name=[class_name(int(c)) for c in scene.code])
+    ref = fields.sample(frac=0.82, random_state=seed).sort_values("field_id")
+    ref = ref.set_geometry(ref.buffer(-RES if hard is None else 0, join_style="mitre"))
+    ref = ref[~ref.is_empty & (ref.area > 25 * RES * RES)]
+    if hard is not None:  # label noise: some polygons carry another (plausible) class, as old databases do
+        ref = _noisy_labels(ref, hard, share=0.04)
+    if small is not None:
+        ref = _with_small_objects(ref, small, np.random.default_rng([seed, 8]))
+    return ref
+
+
+# what a field may become a year later (the demo's changes): cane replanted as pasture or gardens, pastures built on,
+# forest cleared, bare soil planted, gardens turned to cane
+TRANSITIONS = {1: (2, 4, 7), 2: (1, 5, 4), 3: (7,), 4: (1, 2), 7: (1, 4, 5)}
+
+
+def advance(scene: Scene, rng: np.random.Generator, opts: dict[str, Any], out: Path) -> None:
+    """The scene a year later: ``changed_share`` of the fields (among those that can change) take another class, with
+    that class's spectra and phenology; every field's season shifts by ``phenology_shift_days`` (+- 6 days); vigour
+    varies. Writes ``changes.csv`` (field_id, code before, code after)."""
+    import pandas as pd
+
+    code = scene.code.copy()
+    can = np.flatnonzero(np.isin(code, list(TRANSITIONS)))
+    k = int(round(opts.get("changed_share", 0.15) * len(code)))
+    changed = np.sort(rng.choice(can, size=min(k, len(can)), replace=False))
+    before = code[changed].copy()
+    for i in changed:
+        code[i] = rng.choice(TRANSITIONS[int(code[i])])
+    scene.code = code
+    n = len(code)
+    soil_k = rng.uniform(0.8, 1.2, n).astype(np.float32)
+    for i in changed:
+        c = int(code[i])
+        scene.background[i] = URBAN if c == 5 else WATER if c == 6 else SOIL * soil_k[i]
+        scene.leaf[i] = TREE if c == 3 else VEG
+        scene.phase[i] = rng.uniform(180, 330) if c == 1 else rng.uniform(0, 110)
+    scene.phase += np.float32(opts.get("phenology_shift_days", 12.0)) + rng.uniform(-6, 6, n).astype(np.float32)
+    scene.vigour *= rng.uniform(0.95, 1.05, n).astype(np.float32)
+    table = pd.DataFrame({"field_id": scene.fields["field_id"].to_numpy()[changed], "code_before": before, "code_after": code[changed]})
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "changes.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("demo: %d of %d fields change class in the next year", len(changed), n)
 
 
 @dataclass

@@ -41,6 +41,7 @@ class TrainingData(Protocol):
     folder: Path  # the model's folder (patch caches, checkpoints)
     cat: Catalog
     spec: FeatureSpec
+    start_from: Any  # an update: last year's model to fine-tune (chain.update.transfer.StartFrom), else None
 
     def polygons(self, part: str) -> gpd.GeoDataFrame:
         """The run's reference polygons of ``part`` (segmentation models label whole polygons)."""
@@ -132,6 +133,7 @@ class ModelType(ABC):
     kind: ClassVar[str]  # one of KINDS
     config: ClassVar[type[ModelSection]]
     files: ClassVar[tuple[str, ...]]  # what a trained model's folder holds besides manifest.json
+    transferable: ClassVar[bool] = False  # a network an update fine-tunes from last year's (else retrained from scratch)
 
     def inputs(self, cfg: Any, spec: FeatureSpec, cat: Catalog) -> list[PatchInput]:
         """The patches this model reads (patch models); raises ConfigError when the inputs it needs are missing."""

@@ -179,6 +179,7 @@ class FCN(ModelType):
     kind: ClassVar[str] = "segmentation"
     config: ClassVar[type[ModelSection]] = FCNModel
     files: ClassVar[tuple[str, ...]] = ("model.pt", "history.json", "curves.png")
+    transferable: ClassVar[bool] = True
 
     def inputs(self, cfg: Any, spec: Any, cat: Any) -> list[PatchInput]:
         from chain.features import series_dates, series_index
@@ -243,7 +244,14 @@ class FCN(ModelType):
         n = len(classes)
         extra: dict[str, Any] = {}
         t_fit = time.time()
-        if cfg.small_objects == "distill":
+        start = data.start_from
+        if start is not None:  # an update: last year's network fine-tuned (the distillation teacher is not trained again)
+            start.check_classes(classes)
+            net, norm, history = segment_train.train(cfg, lambda: self.network(cfg, n, shapes, start.manifest.get("upsample")),
+                                                     tr, val, n, cfg.tile_px, seed, checkpoint=data.folder / "checkpoint.pt",
+                                                     start=start)
+            extra["lineage"] = start.lineage()
+        elif cfg.small_objects == "distill":
             teacher_cfg = cfg.model_copy(update={"epochs": cfg.teacher_epochs or cfg.epochs})
             teacher, norm, teacher_history = segment_train.train(
                 teacher_cfg, lambda: self.network(cfg, n, shapes, "early"), tr, val, n, cfg.tile_px, seed,
@@ -259,7 +267,7 @@ class FCN(ModelType):
             net, norm, history = segment_train.train(cfg, lambda: self.network(cfg, n, shapes), tr, val, n, cfg.tile_px, seed,
                                                      checkpoint=data.folder / "checkpoint.pt")
         seconds = time.time() - t_fit
-        upsample = "late" if cfg.small_objects == "distill" else cfg.upsample
+        upsample = start.manifest.get("upsample") if start is not None else "late" if cfg.small_objects == "distill" else cfg.upsample
         trainer.save(data.folder, net, norm, history, {**manifest, "shapes": shapes, "upsample": upsample, "parameters": parameters(net),
                                                        "train_seconds": seconds, "train_tiles": len(tr.labels),
                                                        "labelled_pixels": int((tr.labels >= 0).sum()), **extra,
