@@ -125,7 +125,7 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0,
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chain compare</title><style>{CSS}</style></head><body>"
             f"<h1>Change between two maps</h1><p>A: {html.escape(str(map_a))}<br>B: {html.escape(str(map_b))}</p>"
             + (f"<p>Only pixels at least {confident[2]} % confident in both maps are counted.</p>" if confident else "")
-            f"<p>{total:,} pixels compared ({total * pixel_ha:.1f} ha); {changed:,} changed "
+            + f"<p>{total:,} pixels compared ({total * pixel_ha:.1f} ha); {changed:,} changed "
             f"({100 * changed / max(total, 1):.1f} %, {changed * pixel_ha:.1f} ha).</p>"
             f"<img alt='change matrix' src='{png_uri(fig)}'><h2>Largest changes</h2>"
             + html_table(["from → to", "pixels", "area (ha)"], rows) + "</body></html>")

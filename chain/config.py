@@ -21,9 +21,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from chain.demo.options import DemoConfig
-from chain.update.options import UpdateConfig
 from chain.errors import ConfigError
 from chain.schema import ModelSection, PathFromConfig, Section
+from chain.update.options import UpdateConfig
 
 
 class ReferenceInput(Section):

@@ -55,10 +55,10 @@ def carry_over(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
         log.warning("carryover: %d polygon(s) have no pixel usable in both years (clouds all year, outside an image): they "
                     "are carried over unscored (ids %s)", int(unscored.sum()), polys["poly_id"][unscored].head(10).tolist())
     table = pd.DataFrame({"poly_id": polys["poly_id"], "code": polys["code"], "name": polys["name"], "score": score,
-                          "flagged": flagged, "held_out": polys["poly_id"].isin(m.held_out)})
-    extra = [c for c in ("field_id",) if c in polys.columns]
-    for c in extra:
-        table[c] = polys[c].to_numpy()
+                          "flagged": flagged, "fold": polys["poly_id"].map(m.fold)})
+    polys = with_input_attributes(polys, ctx.cfg.inputs.reference)
+    for c in polys.columns.difference([*table.columns, "geometry", "given_part"]):
+        table[c] = polys[c].to_numpy()  # the user's own identifiers, to find the polygons in their database
     with atomic_path(p.carry_scores) as tmp:
         table.to_csv(tmp, index=False, float_format="%.5f")
     carried = polys[~flagged].assign(carry_score=score[~flagged].to_numpy())
@@ -66,15 +66,15 @@ def carry_over(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
     for frame, path, layer in ((carried, p.carried_reference, "reference"), (flag, p.flagged_reference, "flagged")):
         with atomic_path(path) as tmp:
             gpd.GeoDataFrame(frame, crs=polys.crs).to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio")
-    torch.save({"state": m.network.state_dict(), "mean": m.norm[0], "std": m.norm[1], "channels": names},
-               p.step("carryover") / "siamese.pt")
+    torch.save({"folds": [n.state_dict() for n in m.networks], "mean": m.norm[0], "std": m.norm[1], "channels": names,
+                "fold_of": m.fold}, p.step("carryover") / "siamese.pt")
     _plot(values, threshold, p.step("carryover") / "scores.png")
     share = float(flagged.mean()) if len(flagged) else 0.0
     summary = {"polygons": int(len(polys)), "carried": int((~flagged).sum()), "flagged": int(flagged.sum()),
                "unscored": int(unscored.sum()), "flagged_share": share, "threshold": threshold,
                "threshold_rule": "auto (median - 3 x 1.4826 x MAD)" if up.threshold == "auto" else "update.threshold",
                "score_quantiles": {q: float(np.quantile(values, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
-               "pixel_pairs": int(len(points)), "held_out_polygons": int(len(m.held_out)), "map_at_5": m.map_at_5,
+               "pixel_pairs": int(len(points)), "folds": up.siamese.folds, "map_at_5": m.map_at_5,
                "map_at_5_chance": m.chance_at_5, "siamese_seconds": m.seconds, "history": m.history,
                "flagged_per_class": {str(c): int(n) for c, n in pd.Series(polys["code"][flagged]).value_counts().sort_index().items()},
                "previous": str(prev.workdir)}
@@ -88,6 +88,17 @@ def carry_over(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
                         f"{p.carry_scores}), then set update.threshold lower or update.max_flagged_share higher, or give a "
                         "reference of this year")
     return summary
+
+
+def with_input_attributes(polys: Any, ref: Any) -> Any:
+    """``polys`` with the attribute columns of the reference file they were read from (their row = ``poly_id``)."""
+    import pyogrio
+
+    table = pyogrio.read_dataframe(ref.path, layer=ref.layer, read_geometry=False)
+    extra = [c for c in table.columns if c not in polys.columns and c not in (ref.class_field, ref.name_field)]
+    if not extra or polys["poly_id"].max() >= len(table):
+        return polys
+    return polys.assign(**{c: table[c].to_numpy()[polys["poly_id"].to_numpy()] for c in extra})
 
 
 def _plot(values: np.ndarray, threshold: float, path: Any) -> None:

@@ -67,8 +67,9 @@ def changes_and_report(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
             "<h2>Reference carried over</h2>",
             f"<p>{carry['carried']} of {carry['polygons']} polygons carried over, <b>{carry['flagged']} flagged</b> as changed "
             f"(score below {carry['threshold']:.3f}, {html.escape(carry['threshold_rule'])}) in "
-            f"<code>final/reference_flagged.gpkg</code> for review. Siamese retrieval on {carry['held_out_polygons']} held-out "
-            f"polygons: mAP@5 {carry['map_at_5']:.3f} (chance {carry['map_at_5_chance']:.3f}).</p>",
+            f"<code>final/reference_flagged.gpkg</code> for review. Each polygon is scored by a siamese encoder that never saw it "
+            f"({carry['folds']} folds); retrieval of each polygon's own place among its fold's: mAP@5 {carry['map_at_5']:.3f} "
+            f"(chance {carry['map_at_5_chance']:.3f}).</p>",
             f"<img alt='score distribution' src='data:image/png;base64,{img}'>" if img else "",
             html_table(["class", "flagged polygons"], [[f"{c} {names.get(int(c), '')}", n] for c, n in carry["flagged_per_class"].items()]),
             "<h2>Models</h2>",

@@ -21,7 +21,9 @@ class SiameseConfig(Section):
     batch_size: int = Field(64, ge=4)  # places per batch: each one's other-year view is its positive, the others negatives
     lr: float = Field(1e-3, gt=0)
     temperature: float = Field(0.1, gt=0)
-    holdout: float = Field(0.2, ge=0.05, lt=1)  # share of the polygons kept out of training: the mAP@5 retrieval figure
+    # cross-fitting: the polygons in this many folds, each scored (and its retrieval measured) by an encoder trained on
+    # the other folds only. Trained on a polygon, the encoder learns its two years as "the same place", changed or not
+    folds: int = Field(5, ge=2, le=20)
 
     @field_validator("patch_px")
     @classmethod

@@ -9,9 +9,11 @@ the batch are not (a symmetric InfoNCE loss; other pixels of the same polygon ar
 negatives). No label of this year is needed. A polygon's score is the mean cosine similarity of its
 pixels' descriptors across the years: land cover that changed looks like another place.
 
-The polygons of ``holdout`` never take part in training; on them the retrieval figure of the prior work is
-measured: given a polygon's descriptor of last year, is its own place among the 5 most similar of this year's
-(mean average precision at 5; the chance level is given beside it).
+Cross-fitting: the polygons are dealt into ``folds``; each fold is scored by an encoder trained on the other folds
+only (an encoder trained on a changed polygon learns its two years as "the same place", and would score it as
+unchanged). On each fold the retrieval figure of the prior work is measured: given a polygon's descriptor of last
+year, is its own place among the 5 most similar of this year's in the fold (mean average precision at 5; the
+chance level beside it).
 """
 
 from __future__ import annotations
@@ -136,7 +138,6 @@ def _in_tile(points: np.ndarray, t: Tile) -> np.ndarray:
 
 
 def encoder(channels: int, width: int, descriptor: int) -> torch.nn.Module:
-    import torch
     from torch import nn
 
     class Encoder(nn.Module):
@@ -158,15 +159,15 @@ def encoder(channels: int, width: int, descriptor: int) -> torch.nn.Module:
 
 @dataclass
 class Matching:
-    """What the detector gives: per polygon its score, and the training and retrieval figures."""
+    """What the detector gives: per polygon its score and fold, and the training and retrieval figures."""
 
     scores: dict[int, float]  # poly_id -> mean cosine similarity of its pixels across the years
-    held_out: np.ndarray  # poly_ids kept out of training
-    map_at_5: float
+    fold: dict[int, int]  # poly_id -> the fold it was scored in (by an encoder that never saw it)
+    map_at_5: float  # mean over the folds' polygons
     chance_at_5: float
-    history: list[dict[str, float]]
+    history: list[list[dict[str, float]]]  # per fold, per epoch
     seconds: float
-    network: Any
+    networks: list[Any]
     norm: tuple[np.ndarray, np.ndarray]
 
 
@@ -180,35 +181,62 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_and_score(before: np.ndarray, after: np.ndarray, poly: np.ndarray, cfg: SiameseConfig, seed: int) -> Matching:
-    """Train the encoder on (``before``, ``after``) patch pairs of the places ``poly`` (poly_id per pair) and score
-    every polygon; the ``cfg.holdout`` share of the polygons is kept out of training for the retrieval figure."""
+    """Score every polygon from the (``before``, ``after``) patch pairs of its pixels (``poly``: poly_id per pair) with
+    an encoder trained, self-supervised, on the polygons of the other ``cfg.folds`` folds (cross-fitting)."""
     import torch
-    from torch import nn
 
-    from chain.seeds import derive_seed, rng
+    from chain.seeds import rng
 
     t0 = time.time()
     ids = np.unique(poly)
-    if len(ids) < 4:
+    if len(ids) < 2 * cfg.folds:
         raise StepError(f"carryover: {len(ids)} reference polygon(s) with usable pixels in both years; the change detector "
-                        "needs at least 4 (are the two years' images over the same area?)")
-    n_hold = max(2, int(round(cfg.holdout * len(ids))))
-    held = np.sort(rng(seed, "siamese-holdout").choice(ids, n_hold, replace=False))
-    train = ~np.isin(poly, held)
-    both = np.concatenate([before[train], after[train]])
+                        f"needs at least {2 * cfg.folds} (update.siamese.folds = {cfg.folds}; are the two years' images over "
+                        "the same area?)")
+    order = rng(seed, "siamese-folds").permutation(ids)
+    fold_of = {int(p): i % cfg.folds for i, p in enumerate(order)}
+    fold = np.vectorize(fold_of.get)(poly)
+    both = np.concatenate([before, after])
     mean = np.nanmean(both, axis=(0, 2, 3)).astype(np.float32)
     std = (np.nanstd(both, axis=(0, 2, 3)) + 1e-6).astype(np.float32)
+    xa = torch.as_tensor((before - mean[None, :, None, None]) / std[None, :, None, None])
+    xb = torch.as_tensor((after - mean[None, :, None, None]) / std[None, :, None, None])
+    scores: dict[int, float] = {}
+    histories, nets, maps, chances, weights = [], [], [], [], []
+    for f in range(cfg.folds):
+        net, history = _fit(xa, xb, poly, np.flatnonzero(fold != f), cfg, seed, f)
+        test = np.flatnonzero(fold == f)
+        with torch.no_grad():
+            da, db = net(xa[test]).numpy(), net(xb[test]).numpy()
+        sim = (da * db).sum(1)
+        for p in np.unique(poly[test]):
+            scores[int(p)] = float(sim[poly[test] == p].mean())
+        m5, chance = retrieval(da, db, poly[test], np.unique(poly[test]))
+        maps.append(m5), chances.append(chance), weights.append(len(np.unique(poly[test])))
+        histories.append(history)
+        nets.append(net)
+    w = np.asarray(weights, float)
+    m5, chance = float(np.average(maps, weights=w)), float(np.average(chances, weights=w))
+    log.info("carryover: %d siamese encoders (one per fold) trained on %d pixel pairs of %d polygons in %.1f s (loss %.3f -> "
+             "%.3f); mAP@5 over the folds' held-out polygons %.3f (chance %.3f)", cfg.folds, len(poly), len(ids),
+             time.time() - t0, histories[0][0]["loss"], histories[0][-1]["loss"], m5, chance)
+    return Matching(scores, fold_of, m5, chance, histories, time.time() - t0, nets, (mean, std))
 
-    def norm(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor((x - mean[None, :, None, None]) / std[None, :, None, None])
 
-    xa, xb = norm(before), norm(after)
-    torch.manual_seed(derive_seed(seed, "siamese"))
-    gen = torch.Generator().manual_seed(derive_seed(seed, "siamese-batches"))
-    net = encoder(before.shape[1], cfg.width, cfg.descriptor)
+def _fit(xa: torch.Tensor, xb: torch.Tensor, poly: np.ndarray, train: np.ndarray, cfg: SiameseConfig, seed: int,
+         fold: int) -> tuple[Any, list[dict[str, float]]]:
+    """One encoder on the pairs ``train``: symmetric InfoNCE, the other places of the batch as negatives."""
+    import torch
+    from torch import nn
+
+    from chain.seeds import derive_seed
+
+    torch.manual_seed(derive_seed(seed, "siamese", fold))
+    gen = torch.Generator().manual_seed(derive_seed(seed, "siamese-batches", fold))
+    net = encoder(xa.shape[1], cfg.width, cfg.descriptor)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    tr = np.flatnonzero(train)
-    tr_poly = torch.as_tensor(poly[tr])
+    tr = torch.as_tensor(train)
+    tr_poly = torch.as_tensor(poly[train])
     history = []
     for epoch in range(cfg.epochs):
         net.train()
@@ -218,7 +246,7 @@ def train_and_score(before: np.ndarray, after: np.ndarray, poly: np.ndarray, cfg
             b = order[s:s + cfg.batch_size]
             if len(b) < 2:
                 continue
-            idx = torch.as_tensor(tr)[b]
+            idx = tr[b]
             za, zb = net(_augment(xa[idx], gen)), net(_augment(xb[idx], gen))
             logits = za @ zb.T / cfg.temperature
             p = tr_poly[b]
@@ -232,16 +260,7 @@ def train_and_score(before: np.ndarray, after: np.ndarray, poly: np.ndarray, cfg
             total, seen = total + float(loss) * len(b), seen + len(b)
         history.append({"epoch": epoch + 1, "loss": total / max(seen, 1)})
     net.eval()
-    with torch.no_grad():
-        da = torch.cat([net(xa[i:i + 4096]) for i in range(0, len(xa), 4096)]).numpy()
-        db = torch.cat([net(xb[i:i + 4096]) for i in range(0, len(xb), 4096)]).numpy()
-    sim = (da * db).sum(1)
-    scores = {int(p): float(sim[poly == p].mean()) for p in ids}
-    m5, chance = retrieval(da, db, poly, held)
-    log.info("carryover: siamese trained on %d pixel pairs of %d polygons in %.1f s (loss %.3f -> %.3f); mAP@5 on %d "
-             "held-out polygons %.3f (chance %.3f)", int(train.sum()), len(ids) - n_hold, time.time() - t0,
-             history[0]["loss"], history[-1]["loss"], n_hold, m5, chance)
-    return Matching(scores, held, m5, chance, history, time.time() - t0, net, (mean, std))
+    return net, history
 
 
 def retrieval(da: np.ndarray, db: np.ndarray, poly: np.ndarray, held: np.ndarray, k: int = 5) -> tuple[float, float]:
