@@ -89,6 +89,7 @@ NO_EFFECT: dict[str, str] = {
     "cluster": "where and how fast the work runs, never what it computes",
     "demo": "generates the inputs, which are fingerprinted as they are read",
     "vars": "already substituted into the other keys",
+    "update.previous_config": "brings last year's run up to date first; what it computes is read through update.previous",
     "classify.engine": "the compiled forest and scikit-learn give the same classes",
     "model.n_jobs": "parallelism of the Random Forest's fit",
     "model.num_workers": "DataLoader processes: the batches are the same",

@@ -27,7 +27,7 @@ class CarryoverParams(StepParams):
 class Carryover(Step):
     name = "carryover"
     requires = ("features", "ingest")
-    version = "1"
+    version = "2"  # cross-fitted scores, threshold rule 2.5 MADs
     Params = CarryoverParams
 
     def enabled(self, ctx: Context) -> bool:

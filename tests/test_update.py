@@ -53,7 +53,7 @@ def test_next_year_scene(two_years: Path) -> None:
     ref1, ref2 = gpd.read_file(y1 / "reference.gpkg"), gpd.read_file(y2 / "reference.gpkg")
     assert ref1["code"].tolist() == ref2["code"].tolist() and ref1.geometry.equals(ref2.geometry)
     changes = pd.read_csv(y2 / "changes.csv")
-    assert len(changes) == round(0.3 * 30) or len(changes) <= 30  # the share of the fields that can change
+    assert len(changes) >= 3 and changes["field_id"].is_unique
     assert (changes["code_before"] != changes["code_after"]).all()
     truth2 = gpd.read_file(y2 / "reference_truth.gpkg").set_index("field_id")["code"]
     now = ref2.set_index("field_id")["code"]

@@ -72,7 +72,7 @@ def carry_over(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
     share = float(flagged.mean()) if len(flagged) else 0.0
     summary = {"polygons": int(len(polys)), "carried": int((~flagged).sum()), "flagged": int(flagged.sum()),
                "unscored": int(unscored.sum()), "flagged_share": share, "threshold": threshold,
-               "threshold_rule": "auto (median - 3 x 1.4826 x MAD)" if up.threshold == "auto" else "update.threshold",
+               "threshold_rule": f"auto (median - {siamese.AUTO_MADS:g} x 1.4826 x MAD)" if up.threshold == "auto" else "update.threshold",
                "score_quantiles": {q: float(np.quantile(values, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
                "pixel_pairs": int(len(points)), "folds": up.siamese.folds, "map_at_5": m.map_at_5,
                "map_at_5_chance": m.chance_at_5, "siamese_seconds": m.seconds, "history": m.history,

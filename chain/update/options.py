@@ -47,7 +47,7 @@ class UpdateConfig(Section):
 
     previous: PathFromConfig | None = None  # last year's work folder (a finished `chain run`)
     previous_config: PathFromConfig | None = None  # last year's config: `chain update` brings that run up to date first
-    # polygons whose score is below it are flagged (not carried over); auto: more than 3 robust standard
+    # polygons whose score is below it are flagged (not carried over); auto: more than 2.5 robust standard
     # deviations (1.4826 x MAD) below the median score, i.e. an outlier among mostly unchanged polygons
     threshold: float | Literal["auto"] = "auto"
     max_flagged_share: float = Field(0.3, gt=0, le=1)  # more flagged than this: stop and ask for a review
