@@ -59,6 +59,26 @@ def flagged_quality(work: Path, scene: Path) -> dict[str, Any]:
             "median_score_unchanged": float(scores.loc[~truth, "score"].median())}
 
 
+def change_quality(work: Path, prev_scene: Path, scene: Path, grid: Any) -> dict[str, Any]:
+    """The change map (confident pixels) against the generator's truth of the two years, pixel by pixel on the grid."""
+    import rasterio
+
+    with rasterio.open(work / "final" / "change" / "change.tif") as src:
+        ch = src.read(1)
+    rows, cols = np.indices(ch.shape)
+
+    class P:
+        row, col = rows.ravel(), cols.ravel()
+
+    t1, t2 = truth_at(P, grid, prev_scene / "truth.tif"), truth_at(P, grid, scene / "truth.tif")
+    counted = ch.ravel() > 0
+    said = counted & (ch.ravel() // 256 != ch.ravel() % 256)
+    true = t1 != t2
+    tp = int((said & true).sum())
+    return {"counted_px": int(counted.sum()), "said_changed_px": int(said.sum()), "truly_changed_counted_px": int((true & counted).sum()),
+            "precision": tp / max(int(said.sum()), 1), "recall": tp / max(int((true & counted).sum()), 1)}
+
+
 def truth_at(samples: Any, grid: Any, truth_tif: Path) -> np.ndarray:
     """The generator's class of this year at each sample pixel's centre."""
     import rasterio
@@ -82,15 +102,20 @@ def macs_per_px(net: Any, shapes: dict[str, Any], side: int = 256) -> float:
 def variants(cfg: Any, share: float) -> list[tuple[str, dict[str, Any], bool, float, Any]]:
     from chain.update.options import PruneConfig
 
-    up = cfg.update
+    crit = cfg.update.prune.criterion if cfg.update.prune else "l1"
     scratch_epochs = 16  # year 1's schedule
     return [("(a) from scratch, all", {"epochs": scratch_epochs}, False, 1.0, None),
             (f"(b) from scratch, {share:.0%}", {"epochs": scratch_epochs}, False, share, None),
             (f"(c) fine-tuned, {share:.0%}", {}, True, share, None),
-            (f"(d) fine-tuned + pruned 30 %, {share:.0%}", {}, True, share, PruneConfig(ratio=0.3, criterion=up.prune.criterion if up.prune else "l1")),
-            (f"(d) fine-tuned + pruned 50 %, {share:.0%}", {}, True, share, PruneConfig(ratio=0.5, criterion=up.prune.criterion if up.prune else "l1")),
-            (f"(d) fine-tuned + pruned 30 % (activation entropy), {share:.0%}", {}, True, share,
-             PruneConfig(ratio=0.3, criterion="activation_entropy"))]
+            (f"(d) fine-tuned + pruned 30 %, {share:.0%}", {}, True, share, PruneConfig(ratio=0.3, criterion=crit)),
+            (f"(d) fine-tuned + pruned 50 %, {share:.0%}", {}, True, share, PruneConfig(ratio=0.5, criterion=crit)),
+            # a pruned network is still improving after the update's epochs: the same with twice as many
+            (f"(d) fine-tuned + pruned 30 %, {share:.0%}, 2x epochs", {"epochs": 2 * cfg.model.epochs, "patience": None}, True, share,
+             PruneConfig(ratio=0.3, criterion=crit)),
+            (f"(d) fine-tuned + pruned 50 %, {share:.0%}, 2x epochs", {"epochs": 2 * cfg.model.epochs, "patience": None}, True, share,
+             PruneConfig(ratio=0.5, criterion=crit)),
+            (f"(d) fine-tuned + pruned 30 % (activation entropy), {share:.0%}, 2x epochs",
+             {"epochs": 2 * cfg.model.epochs, "patience": None}, True, share, PruneConfig(ratio=0.3, criterion="activation_entropy"))]
 
 
 def study(config: Path, share: float) -> list[dict[str, Any]]:
@@ -112,8 +137,14 @@ def study(config: Path, share: float) -> list[dict[str, Any]]:
     truth = truth_at(test, cat.grid, Path(cfg.inputs.reference.path).parent / "truth.tif")
     out_dir = cfg.workdir / "bench_update"
     rows = []
+    own = models.load(ctx.paths.model(0), "compiled", None)  # the update's own model: fine-tuned on every carried polygon
+    pred = predict_samples(own, test, cat, spec, cfg.grid.tile_size_px)
+    print(f"  {'the update run (fine-tuned, all carried-over polygons)':<58} OA {float((pred == truth).mean()):.3f} "
+          f"(vs reference {float((pred == test.code).mean()):.3f})", flush=True)
+    rows.append({"variant": "update run (fine-tuned, all)", "oa_truth": float((pred == truth).mean()),
+                 "oa_reference": float((pred == test.code).mean())})
     for name, over, finetune, part, prune in variants(cfg, share):
-        folder = out_dir / name.split(")")[0].strip("(") / name.replace(" ", "_").replace("%", "pc").replace(",", "").replace("(", "").replace(")", "")
+        folder = out_dir / "".join(ch if ch.isalnum() else "_" for ch in name)
         shutil.rmtree(folder, ignore_errors=True)
         model = cfg.model.model_copy(update=over)
         start = StartFrom.of(prev.model(0), cfg.update.lr_factor, prune) if finetune else None
@@ -157,6 +188,16 @@ def main() -> None:
     print(f"flagged: {quality['flagged']} of {quality['polygons']} polygons; {quality['changed']} truly changed; precision "
           f"{quality['precision']:.2f}, recall {quality['recall']:.2f}; median score changed {quality['median_score_changed']:.3f}, "
           f"unchanged {quality['median_score_unchanged']:.3f}; mAP@5 {carry['map_at_5']:.3f} (chance {carry['map_at_5_chance']:.3f})")
+    prev_scene = Path(cfgmod.load(cfg.update.previous_config).inputs.reference.path).parent if cfg.update.previous_config else None
+    change = None
+    if prev_scene is not None:
+        from chain import products
+        from chain.runner import Context
+
+        change = change_quality(cfg.workdir, prev_scene, scene, products.catalog(Context(cfg, cfg.workdir)).grid)
+        print(f"change map (pixels >= {cfg.update.min_confidence} % confident in both years): {change['said_changed_px']:,} of "
+              f"{change['counted_px']:,} said changed; against the truth: precision {change['precision']:.2f}, recall "
+              f"{change['recall']:.2f}")
     full = None
     if args.full:
         work = str(cfg.workdir) + "_full"
@@ -171,7 +212,8 @@ def main() -> None:
     out = cfg.workdir / "bench_update" / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"flagged": quality, "map_at_5": carry["map_at_5"], "map_at_5_chance": carry["map_at_5_chance"],
-                               "update_steps_s": update_steps, "full_rerun_steps_s": full, "variants": rows}, indent=1))
+                               "update_steps_s": update_steps, "full_rerun_steps_s": full, "change_map": change,
+                               "variants": rows}, indent=1))
     print(f"written {out}")
 
 

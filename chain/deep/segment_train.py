@@ -98,7 +98,7 @@ def train(model_cfg: Any, network: Callable[[], nn.Module], train_tiles: Labelle
 
 def _train(model_cfg: Any, network: Callable[[], nn.Module], tr: LabelledTiles, val: LabelledTiles | None, n_classes: int, crop: int,
            seed: int, checkpoint: Path | None, teacher: nn.Module | None, norm: Normaliser | None, device: torch.device,
-           threads: int, start: StartFrom | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+           threads: int, init: StartFrom | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
     role = "student (distilled)" if teacher is not None else model_cfg.type
     log.info("train: %s on %s, %d CPU thread(s), %d training tiles of %d px (crops of %d)", role, device, threads, len(tr.labels),
              tr.labels.shape[-1], crop)
@@ -106,14 +106,14 @@ def _train(model_cfg: Any, network: Callable[[], nn.Module], tr: LabelledTiles, 
     gen = torch.Generator().manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)  # (max-unpooling's warning: filtered in chain.models.fcn)
-    norm = norm or (start.normaliser() if start is not None else Normaliser.fit(tr.arrays))
+    norm = norm or (init.normaliser() if init is not None else Normaliser.fit(tr.arrays))
     xtr, ytr = _to_tensors(tr.arrays, norm), torch.as_tensor(tr.labels)
     xval = yval = None
     if val is not None and len(val.labels):
         xval, yval = _to_tensors(val.arrays, norm), torch.as_tensor(val.labels)
     net = network()
-    if start is not None:
-        net = start.prepare(net, {k: v[:4].float() for k, v in xtr.items()})
+    if init is not None:
+        net = init.prepare(net, {k: v[:4].float() for k, v in xtr.items()})
     net = net.to(device)
     weight = torch.as_tensor(class_weights(tr.labels, n_classes), dtype=torch.float32, device=device) if model_cfg.class_weights else None
     criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=-1)
@@ -121,7 +121,7 @@ def _train(model_cfg: Any, network: Callable[[], nn.Module], tr: LabelledTiles, 
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr * (start.lr_factor if start is not None else 1.0))
+    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr * (init.lr_factor if init is not None else 1.0))
     sched = torch.optim.lr_scheduler.StepLR(opt, model_cfg.lr_step_epochs, model_cfg.lr_gamma) if model_cfg.lr_step_epochs else None
     cuda = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if cuda else None

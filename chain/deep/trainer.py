@@ -186,13 +186,13 @@ def training_threads(model_cfg: Any) -> int:
 def _train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels: dict[str, int], classes: list[int],
            train_patches: dict[str, np.ndarray], y_train: np.ndarray, val_patches: dict[str, np.ndarray] | None,
            y_val: np.ndarray | None, seed: int, checkpoint: Path | None, period: dict[str, int] | None, device: torch.device,
-           threads: int, start: StartFrom | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
+           threads: int, init: StartFrom | None = None) -> tuple[nn.Module, Normaliser, list[dict[str, float]]]:
     log.info("train: %s on %s, %d CPU thread(s)", model_cfg.type, device, threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    norm = start.normaliser() if start is not None else Normaliser.fit(train_patches, period)
+    norm = init.normaliser() if init is not None else Normaliser.fit(train_patches, period)
     index = {c: i for i, c in enumerate(classes)}
     ytr = torch.as_tensor(np.vectorize(index.get)(y_train), dtype=torch.long)
     xtr = _to_tensors(train_patches, norm)
@@ -202,15 +202,15 @@ def _train(model_cfg: Any, network: Network, inputs: list[PatchInput], channels:
         xval = _to_tensors({k: v[keep] for k, v in val_patches.items()}, norm)
         yval = torch.as_tensor(np.vectorize(index.get)(y_val[keep]), dtype=torch.long)
     net = network(len(classes), shapes_of(inputs, channels))
-    if start is not None:  # last year's weights (and normaliser, above), pruned when asked
-        net = start.prepare(net, {k: v[:256].float() for k, v in xtr.items()})
+    if init is not None:  # last year's weights (and normaliser, above), pruned when asked
+        net = init.prepare(net, {k: v[:256].float() for k, v in xtr.items()})
     net = net.to(device)
     weight = None
     if model_cfg.class_weights:
         counts = np.bincount(ytr.numpy(), minlength=len(classes)).astype(np.float64)
         weight = torch.as_tensor(len(ytr) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weight)
-    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr * (start.lr_factor if start is not None else 1.0))
+    opt = torch.optim.Adam(net.parameters(), lr=model_cfg.lr * (init.lr_factor if init is not None else 1.0))
     sched = torch.optim.lr_scheduler.StepLR(opt, model_cfg.lr_step_epochs, model_cfg.lr_gamma) if model_cfg.lr_step_epochs else None
     cuda = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if cuda else None

@@ -192,7 +192,8 @@ def generate(out: Path, size_px: int = 500, n_dates: int = 24, n_fields: int = 2
             raise ConfigError("demo.next_year does not take demo.small_objects (the objects would need a history); set one")
         last_year_ref = reference_polygons(scene, seed, hard, None)
         advance(scene, np.random.default_rng([seed, 12]), next_year, out)
-        spot_shift = tuple(next_year.get("spot_offset_m", (4.0, -3.0)))  # type: ignore[assignment]
+        dx, dy = next_year.get("spot_offset_m", (4.0, -3.0))
+        spot_shift = (float(dx), float(dy))
         rng = np.random.default_rng([seed, 11])  # another year's weather and acquisitions
     dates = acquisition_dates(rng, n_dates, year)
     for date in dates:

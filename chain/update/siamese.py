@@ -81,9 +81,9 @@ def polygon_points(polys: gpd.GeoDataFrame, transform: Any, shape: tuple[int, in
         x0, y0, x1, y1 = geom.bounds
         c0, r0 = inv * (x0, y1)
         c1, r1 = inv * (x1, y0)
-        cc, rr = np.meshgrid(np.arange(max(int(np.floor(c0)), 0), min(int(np.ceil(c1)), shape[1])),
-                             np.arange(max(int(np.floor(r0)), 0), min(int(np.ceil(r1)), shape[0])))
-        cc, rr = cc.ravel(), rr.ravel()
+        grid_c, grid_r = np.meshgrid(np.arange(max(int(np.floor(c0)), 0), min(int(np.ceil(c1)), shape[1])),
+                                     np.arange(max(int(np.floor(r0)), 0), min(int(np.ceil(r1)), shape[0])))
+        cc, rr = grid_c.ravel(), grid_r.ravel()
         xs, ys = transform * (cc + 0.5, rr + 0.5)
         inside = shapely.contains_xy(geom, xs, ys) if len(cc) else np.zeros(0, bool)
         cc, rr = cc[inside], rr[inside]
@@ -128,7 +128,8 @@ def extract(cat: Catalog, spec: FeatureSpec, tiles: list[Tile], points: np.ndarr
                 r, c = points[i, 1] - r0 + half, points[i, 2] - c0 + half
                 out[i] = s[:, r - half:r + half + 1:stride, c - half:c + half + 1:stride]
             bar.update()
-    return out, np.isfinite(out).all(axis=(1, 2, 3))
+    usable = np.asarray(np.isfinite(out).all(axis=(1, 2, 3)), dtype=bool)
+    return out, usable
 
 
 def _in_tile(points: np.ndarray, t: Tile) -> np.ndarray:
@@ -212,7 +213,9 @@ def train_and_score(before: np.ndarray, after: np.ndarray, poly: np.ndarray, cfg
         for p in np.unique(poly[test]):
             scores[int(p)] = float(sim[poly[test] == p].mean())
         m5, chance = retrieval(da, db, poly[test], np.unique(poly[test]))
-        maps.append(m5), chances.append(chance), weights.append(len(np.unique(poly[test])))
+        maps.append(m5)
+        chances.append(chance)
+        weights.append(len(np.unique(poly[test])))
         histories.append(history)
         nets.append(net)
     w = np.asarray(weights, float)
