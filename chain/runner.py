@@ -406,7 +406,7 @@ def run_pipeline(
             from chain.log import add_logfile
 
             handler = add_logfile(workdir / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log")
-            write_json(config_record(workdir), json.loads(cfg.model_dump_json()))  # what `chain update --previous` reads back
+            record_config(workdir, cfg)
         try:
             prepare(ctx, i_to)
             for i, name in enumerate(names):
@@ -444,6 +444,18 @@ def run_pipeline(
 def config_record(workdir: Path) -> Path:
     """The resolved config of the last run in ``workdir`` (paths absolute)."""
     return workdir / ".chain" / "config.json"
+
+
+def record_config(workdir: Path, cfg: Config) -> None:
+    """What `chain update --previous` reads back; rewritten only when it changed (an update fingerprints it: bringing last
+    year's run up to date must not make this year's carry-over run again)."""
+    path, value = config_record(workdir), json.loads(cfg.model_dump_json())
+    try:
+        if json.loads(path.read_text()) == value:
+            return
+    except (OSError, json.JSONDecodeError):
+        pass
+    write_json(path, value)
 
 
 STALE_NOTE = "OUTDATED.txt"
