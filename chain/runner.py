@@ -41,6 +41,7 @@ class Step:
     after: ClassVar[tuple[str, ...]] = ()  # steps to run before this one when present, without depending on them
     version: ClassVar[str] = "1"
     Params: ClassVar[type[StepParams]] = NoParams  # the config values that change this step's outputs
+    more_params: ClassVar[tuple[type[StepParams], ...]] = ()  # Params that ``params`` picks instead when a config asks
 
     def upstream(self, ctx: Context) -> tuple[str, ...]:
         """The steps whose signatures are part of this one's: ``requires``, plus those a config switches on."""

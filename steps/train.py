@@ -33,6 +33,7 @@ class Train(Step):
     requires = ("sample", "split", "objects")  # objects: object-based runs train on the object table
     version = "2"
     Params = TrainParams
+    more_params = (UpdateTrainParams,)
 
     def params(self, ctx: Context) -> StepParams:
         return (UpdateTrainParams if ctx.cfg.update is not None else TrainParams).of(ctx.cfg)

@@ -130,8 +130,8 @@ def test_steps_listing():
     code, out = _run("steps")
     assert code == 0
     names = [line.split()[0] for line in out.strip().splitlines()]
-    assert names == ["ingest", "gapfill", "features", "cube", "segment", "objects", "split", "sample", "train", "compare_models", "classify",
-                     "mosaic", "regularize", "vectorize", "validate"]
+    assert names == ["ingest", "gapfill", "features", "carryover", "cube", "segment", "objects", "split", "sample", "train",
+                     "compare_models", "classify", "mosaic", "regularize", "vectorize", "validate", "changes"]
 
 
 def test_demo_command_writes_a_real_scene(tmp_path):

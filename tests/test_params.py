@@ -41,7 +41,8 @@ def leaves(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def reads() -> list[tuple[str, From]]:
-    return [(name, src) for name in step_names() for src in step_class(name).Params.sources().values()]
+    return [(name, src) for name in step_names() for p in (step_class(name).Params, *step_class(name).more_params)
+            for src in p.sources().values()]
 
 
 def _covers(src: From, leaf: str) -> bool:
@@ -92,4 +93,4 @@ def test_a_changed_key_re_runs_exactly_what_it_affects(done, override, expected)
     reports = run_pipeline(config.load(done, [override]), dry_run=True)
     assert {r.step for r in reports if r.action == "would run"} == expected
     # the optional steps this config does not enable are never run
-    assert {r.step for r in reports if r.action == "off"} <= {"cube", "segment", "objects", "compare_models", "vectorize"}
+    assert {r.step for r in reports if r.action == "off"} <= {"carryover", "cube", "segment", "objects", "compare_models", "vectorize", "changes"}

@@ -31,7 +31,8 @@ def done_run(tiny_scene, tmp_path_factory):
 
 def test_outputs_open_with_colour_table_and_good_accuracy(done_run):
     cfg, reports = done_run
-    assert {r.step for r in reports if r.action == "off"} == {"cube", "segment", "objects", "compare_models", "vectorize"}  # not enabled here
+    off = {"carryover", "cube", "segment", "objects", "compare_models", "vectorize", "changes"}  # not enabled here
+    assert {r.step for r in reports if r.action == "off"} == off
     assert all(r.action in ("ran", "off") for r in reports)
     final = cfg.workdir / "final"
     with rasterio.open(final / "Classif_Seed_0.tif") as src:
@@ -72,7 +73,8 @@ def test_changed_parameter_reruns_affected_steps_only(make_config):
     reports = run_pipeline(config.load(path, ["model.n_estimators=10"]))
     acts = _actions(reports)
     assert [s for s, a in acts.items() if a == "ran"] == ["train", "classify", "mosaic", "regularize", "validate"]
-    assert [s for s, a in acts.items() if a == "off"] == ["cube", "segment", "objects", "compare_models", "vectorize"]  # nothing to do
+    off = ["carryover", "cube", "segment", "objects", "compare_models", "vectorize", "changes"]  # nothing to do
+    assert [s for s, a in acts.items() if a == "off"] == off
     reason = next(r.reason for r in reports if r.step == "train")
     assert "model.n_estimators: 20 -> 10" in reason
     # changing the cluster does not change results: nothing re-runs
