@@ -102,6 +102,7 @@ def run(config: Path, from_step: str | None, to_step: str | None, force: bool, d
 
         cfg = cfgmod.load(config, list(overrides))
         _demo(cfg)
+        cfg = _previous_first(cfg, config, list(overrides), dry_run)
         reports = run_pipeline(cfg, from_step, to_step, force, dry_run)
         _print_summary(reports, cfg.workdir, dry_run)
 
@@ -133,21 +134,7 @@ def update(config: Path, previous: Path | None, from_step: str | None, force: bo
         if cfg.update is None:
             cfg = cfgmod.load(config, [*overrides, "update={}", *extra])
         _demo(cfg)
-        up = cfg.update
-        assert up is not None
-        if up.previous_config is not None:  # last year's run brought up to date first (nothing runs when it is finished)
-            prev_cfg = cfgmod.load(up.previous_config)
-            if up.previous is not None and prev_cfg.workdir.resolve() != up.previous.resolve():
-                from chain.errors import ConfigError
-
-                raise ConfigError(f"update.previous_config {str(up.previous_config)!r} writes to {str(prev_cfg.workdir)!r}, "
-                                  f"not to update.previous {str(up.previous)!r}: make them the same folder")
-            _demo(prev_cfg)
-            click.echo(f"last year's run ({up.previous_config}):")
-            _print_summary(run_pipeline(prev_cfg, dry_run=dry_run), prev_cfg.workdir, dry_run)
-            if up.previous is None:
-                cfg = cfgmod.load(config, [*overrides, f"update.previous={prev_cfg.workdir}"])
-            click.echo("\nthis year's update:")
+        cfg = _previous_first(cfg, config, [*overrides, *extra], dry_run)
         reports = run_pipeline(cfg, from_step, None, force, dry_run)
         _print_summary(reports, cfg.workdir, dry_run)
         if not dry_run and cfg.workdir.joinpath("final", "update.html").exists():
@@ -288,6 +275,28 @@ def list_steps() -> None:
     for name in step_names():
         doc = (sys.modules[step_class(name).__module__].__doc__ or "").strip().splitlines()[0]
         click.echo(f"{name:<15} {doc.split(':', 1)[-1].strip()}")
+
+
+def _previous_first(cfg: Any, config: Path, overrides: list[str], dry_run: bool) -> Any:
+    """An update whose config names last year's (``update.previous_config``): that run brought up to date first
+    (nothing runs when it is finished); returns the config with ``update.previous`` set to its work folder."""
+    up = cfg.update
+    if up is None or up.previous_config is None:
+        return cfg
+    from chain import config as cfgmod
+    from chain.runner import run_pipeline
+
+    prev_cfg = cfgmod.load(up.previous_config)
+    if up.previous is not None and prev_cfg.workdir.resolve() != up.previous.resolve():
+        from chain.errors import ConfigError
+
+        raise ConfigError(f"update.previous_config {str(up.previous_config)!r} writes to {str(prev_cfg.workdir)!r}, "
+                          f"not to update.previous {str(up.previous)!r}: make them the same folder")
+    _demo(prev_cfg)
+    click.echo(f"last year's run ({up.previous_config}):")
+    _print_summary(run_pipeline(prev_cfg, dry_run=dry_run), prev_cfg.workdir, dry_run)
+    click.echo("\nthis year's update:")
+    return cfg if up.previous is not None else cfgmod.load(config, [*overrides, f"update.previous={prev_cfg.workdir}"])
 
 
 def _demo(cfg: Any) -> None:
