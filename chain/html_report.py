@@ -185,6 +185,9 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
     s = metrics["summary"]
     parts = [f"<h1>Land-cover map — {html.escape(str(context.get('title', 'chain run')))}</h1>",
              f"<p class='note'>Generated {dt.datetime.now():%Y-%m-%d %H:%M} by chain {html.escape(str(context.get('version', '')))}.</p>"]
+    if context.get("update_of"):  # an annual update: what was carried over and what changed is on its own page
+        parts.append(f"<p>An update of last year's run ({html.escape(str(context['update_of']))}): the reference carried over, "
+                     "the models' lineage and the change since last year are in <a href='update.html'>update.html</a>.</p>")
 
     parts.append("<h2>Run summary</h2>" + html_table(["item", "value"], [[k, v] for k, v in context.get("summary", {}).items()]))
     durations = context.get("durations", {})

@@ -27,7 +27,7 @@ class CarryoverParams(StepParams):
 class Carryover(Step):
     name = "carryover"
     requires = ("features", "ingest")
-    version = "2"  # cross-fitted scores, threshold rule 2.5 MADs
+    version = "3"  # features on the detector's cells (cell_m), not on the fine grid
     Params = CarryoverParams
 
     def enabled(self, ctx: Context) -> bool:

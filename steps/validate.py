@@ -66,6 +66,8 @@ class Validate(Step):
         calibrated = self._calibration(ctx, part)
         if calibrated:
             context["calibration"] = calibrated
+        if ctx.cfg.update is not None:
+            context["update_of"] = str(ctx.cfg.update.previous)
         if ctx.cfg.segmentation.enabled:
             context["objects"] = self._objects(ctx, part, results["raw"], results["pixels"])
         html_report.build(p.final, json.loads(p.metrics.read_text()), classes, context)

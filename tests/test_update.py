@@ -87,6 +87,7 @@ def test_update_carries_over_and_reports(two_years: Path) -> None:
     assert set(split["poly_id"]) <= set(carried["poly_id"])
     # last year's run is untouched, this year's map is compared with it
     assert (work / "final" / "update.html").exists() and (work / "final" / "change" / "change.tif").exists()
+    assert "href='update.html'" in (work / "final" / "report.html").read_text()
     change = json.loads((work / "final" / "change" / "summary.json").read_text())
     assert change["pixels_compared"] > 0 and change["models"][0]["origin"] == "trained from scratch"  # an RF is retrained
     # last year's run brought up to date again (as `update.previous_config` does) leaves this year's up to date

@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 def carry_over(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
     """Score every reference polygon, write the carried and flagged polygons, the scores and their plot; stop (after
     writing them, for a review) when more than ``update.max_flagged_share`` of the polygons are flagged."""
+    import dataclasses
+
     import geopandas as gpd
     import pandas as pd
     import torch
 
     from chain import products
     from chain.atomic import atomic_path, write_json
+    from chain.grid import make_tiles
     from chain.update import siamese
 
     up = ctx.cfg.update
@@ -37,11 +40,14 @@ def carry_over(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
         raise StepError(f"carryover: this year's features summarise to {len(names)} channels and last year's to {len(pnames)} "
                         f"({sorted(set(names) ^ set(pnames))[:4]} differ): the two years need the same sources, bands and indices")
     polys = products.ingested_reference(ctx)
-    points = siamese.polygon_points(polys, cat.grid.affine, (cat.grid.height, cat.grid.width), cfg.points_per_polygon, ctx.cfg.seed)
-    tiles = products.tiles(ctx)
-    stride = max(1, int(round(cfg.cell_m / abs(cat.grid.res[0]))))
-    before, ok_b = siamese.extract(pcat, pspec, tiles, points, cfg.patch_px, stride, "carryover: last year's patches")
-    after, ok_a = siamese.extract(cat, spec, tiles, points, cfg.patch_px, stride, "carryover: this year's patches")
+    # the detector's cells (cell_m, S2's 10 m): both years' features are computed on a grid of those cells over the same
+    # extent, not on a fine grid (1.5 m for SPOT) of which it would keep one pixel in 50
+    cells = siamese.cell_grid(cat.grid, cfg.cell_m)
+    cat, pcat = dataclasses.replace(cat, grid=cells), dataclasses.replace(pcat, grid=cells)
+    points = siamese.polygon_points(polys, cells.affine, (cells.height, cells.width), cfg.points_per_polygon, ctx.cfg.seed)
+    tiles = make_tiles(cells, ctx.cfg.grid.tile_size_px)
+    before, ok_b = siamese.extract(pcat, pspec, tiles, points, cfg.patch_px, "carryover: last year's patches")
+    after, ok_a = siamese.extract(cat, spec, tiles, points, cfg.patch_px, "carryover: this year's patches")
     ok = ok_a & ok_b
     points, before, after = points[ok], before[ok], after[ok]
     m = siamese.train_and_score(before, after, points[:, 0], cfg, ctx.cfg.seed)

@@ -13,7 +13,7 @@ class SiameseConfig(Section):
     """The change detector: a shared encoder over both years' S2 series summaries around a pixel."""
 
     patch_px: int = Field(5, ge=1, le=31)  # cells a side around each sampled pixel
-    cell_m: float = Field(10.0, gt=0)  # a patch cell: every n-th grid pixel, n = cell_m / the grid's resolution (S2's 10 m)
+    cell_m: float = Field(10.0, gt=0)  # a patch cell: the features are computed on cells of this size (S2's 10 m)
     points_per_polygon: int = Field(16, ge=1)  # pixels drawn inside each polygon (its score is their mean)
     width: int = Field(64, ge=4)  # conv channels
     descriptor: int = Field(32, ge=4)  # length of the L2-normalised descriptor

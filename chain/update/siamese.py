@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import torch
 
     from chain.catalog import Catalog
-    from chain.grid import Tile
+    from chain.grid import GridSpec, Tile
     from chain.spec import FeatureSpec
     from chain.update.options import SiameseConfig
 
@@ -98,17 +98,29 @@ def polygon_points(polys: gpd.GeoDataFrame, transform: Any, shape: tuple[int, in
     return np.concatenate(rows).astype(np.int64) if rows else np.empty((0, 3), np.int64)
 
 
-def extract(cat: Catalog, spec: FeatureSpec, tiles: list[Tile], points: np.ndarray, patch: int, stride: int,
+def cell_grid(grid: GridSpec, cell_m: float) -> GridSpec:
+    """A grid over ``grid``'s extent whose pixels are ``cell_m`` (rounded to a whole number of its pixels; the grid
+    itself when its pixels are that size or larger)."""
+    from chain.grid import GridSpec
+
+    a, b, c, d, e, f = grid.transform
+    k = int(round(cell_m / abs(a)))
+    if k <= 1:
+        return grid
+    return GridSpec(grid.crs_wkt, (a * k, b, c, d, e * k, f), -(-grid.width // k), -(-grid.height // k))
+
+
+def extract(cat: Catalog, spec: FeatureSpec, tiles: list[Tile], points: np.ndarray, patch: int,
             desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """The summary patches (n, S, patch, patch) around ``points`` (poly_id, row, col), every ``stride``-th grid pixel,
-    and which are usable (every value finite); each tile that holds a point is read once (with a halo; edges
-    replicated off the grid)."""
+    """The summary patches (n, S, patch, patch) around ``points`` (poly_id, row, col) of ``cat``'s grid, and which are
+    usable (every value finite); each tile that holds a point is read once (with a halo; edges replicated off the
+    grid)."""
     from rasterio.windows import Window
 
     from chain.features import compute_features
     from chain.log import Progress
 
-    half = (patch // 2) * stride
+    half = patch // 2
     H, W = cat.grid.height, cat.grid.width
     n_ch = len(summary_names(spec))
     out = np.full((len(points), n_ch, patch, patch), np.nan, np.float32)
@@ -126,7 +138,7 @@ def extract(cat: Catalog, spec: FeatureSpec, tiles: list[Tile], points: np.ndarr
             s = np.pad(s, pad, mode="edge")
             for i in sel:
                 r, c = points[i, 1] - r0 + half, points[i, 2] - c0 + half
-                out[i] = s[:, r - half:r + half + 1:stride, c - half:c + half + 1:stride]
+                out[i] = s[:, r - half:r + half + 1, c - half:c + half + 1]
             bar.update()
     usable = np.asarray(np.isfinite(out).all(axis=(1, 2, 3)), dtype=bool)
     return out, usable
