@@ -294,7 +294,7 @@ def retrieval(da: np.ndarray, db: np.ndarray, poly: np.ndarray, held: np.ndarray
     return float(ap.mean()), chance
 
 
-AUTO_MADS = 2.5  # on the two-year demo: recall 0.73 / precision 0.57 (3: 0.55 / 0.75; 2: 0.82 / 0.47), docs/update.md
+AUTO_MADS = 2.5  # chosen on the two-year demo between 2 (more recall) and 3 (more precision): docs/update.md
 
 
 def auto_threshold(scores: np.ndarray) -> float:
