@@ -4,7 +4,7 @@ fine-tuning and pruning bring with few samples, and what the update costs agains
     python bench/update.py                  # runs year 1 and the update when needed, then the study
     python bench/update.py --share 0.1 --full
 
-Prints (and writes to <update workdir>/bench_update/results.json):
+Prints (and writes to <update workdir>/bench_update/results.json, the table to results.md):
 - the flagged polygons' precision and recall against the generator's list of changed fields (changes.csv), and the
   siamese descriptors' retrieval mAP@5;
 - this year's OA on the test pixels of the carried-over split, scored against the generator's year-2 truth, for
@@ -168,6 +168,21 @@ def study(config: Path, share: float) -> list[dict[str, Any]]:
     return rows
 
 
+def write_table(path: Path, quality: dict[str, Any], carry: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The figures as a markdown table (what docs/update.md shows)."""
+    lines = ["| model | OA (year-2 truth) | OA (carried labels) | parameters | MAC/px | px/s | training pixels | training s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        def fmt(key: str, spec: str = ",.0f", r: dict[str, Any] = r) -> str:
+            return format(r[key], spec) if r.get(key) is not None else ""
+        lines.append(f"| {r['variant']} | {r['oa_truth']:.3f} | {r['oa_reference']:.3f} | {fmt('parameters')} | {fmt('macs_per_px')} | "
+                     f"{fmt('px_s')} | {fmt('train_pixels')} | {fmt('train_s', '.1f')} |")
+    head = (f"Flagged {quality['flagged']} of {quality['polygons']} polygons: precision {quality['precision']:.2f}, recall "
+            f"{quality['recall']:.2f} against the {quality['changed']} changed; mAP@5 {carry['map_at_5']:.3f} "
+            f"(chance {carry['map_at_5_chance']:.3f}).\n\n")
+    path.write_text(head + "\n".join(lines) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo_update.yaml")
@@ -214,7 +229,8 @@ def main() -> None:
     out.write_text(json.dumps({"flagged": quality, "map_at_5": carry["map_at_5"], "map_at_5_chance": carry["map_at_5_chance"],
                                "update_steps_s": update_steps, "full_rerun_steps_s": full, "change_map": change,
                                "variants": rows}, indent=1))
-    print(f"written {out}")
+    write_table(out.parent / "results.md", quality, carry, rows)
+    print(f"written {out} and {out.parent / 'results.md'}")
 
 
 if __name__ == "__main__":
