@@ -253,3 +253,13 @@ def test_start_from_loads_last_years_weights_and_checks_classes(tmp_path: Path) 
         start.check_classes([1, 2, 3])
     pruned = StartFrom.of(tmp_path, 0.3, PruneConfig(ratio=0.25)).prepare(_fcn(), {"spot": torch.randn(2, 5, 64, 64)})
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in old.parameters())
+
+
+def test_prune_is_refused_for_a_model_that_is_retrained() -> None:
+    from chain.errors import ConfigError
+    from chain.models import model_type
+    from chain.models.rf import RFModel
+    from chain.update.transfer import check_prunable
+
+    with pytest.raises(ConfigError, match="retrained from scratch in an update; remove update.prune"):
+        check_prunable(model_type("rf"), RFModel(type="rf"), None, None, 0.3)
