@@ -376,3 +376,29 @@ def test_allotted_cores_follow_the_batch_system(monkeypatch):
 
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     assert allotted_cores() == 1
+
+
+def test_fine_tuning_starts_from_last_years_network(tmp_path):
+    """An update's patch network starts from last year's weights and normaliser (chain.update.transfer.StartFrom):
+    at a vanishing learning rate it stays last year's network, where a training from scratch does not."""
+    from chain.update.transfer import StartFrom
+
+    last, norm, _ = _train("multiresolcc", 0)
+    trainer.save(tmp_path, last, norm, [{"epoch": 1, "train_loss": 1.0}],
+                 {"type": "multiresolcc", "run": 0, "classes": [1, 2, 3], "shapes": SHAPES["multiresolcc"]})
+    start = StartFrom.of(tmp_path, 1e-9, None)
+    cfg = config.parse_model({**SMALL["multiresolcc"], **TRAIN})
+    shapes = SHAPES["multiresolcc"]
+    rng = np.random.default_rng(1)
+    y = np.repeat([1, 2, 3], 20)
+    patches = {k: (rng.normal(size=(60, s["channels"], s["size"], s["size"])) + 2 * y[:, None, None, None]).astype(np.float16)
+               for k, s in shapes.items()}
+    inputs = [PatchInput(k, "grid", s["size"], tuple(range(s["channels"])), s["steps"]) for k, s in shapes.items()]
+    args = (cfg, _network(cfg), inputs, {k: s["channels"] for k, s in shapes.items()}, [1, 2, 3], patches, y, None, None, 5)
+    tuned, tuned_norm, _ = trainer.train(*args, start=start)
+    assert tuned_norm.mean == norm.mean and tuned_norm.std == norm.std  # last year's inputs scaling, not refitted
+    weights = [k for k in last.state_dict() if k.endswith("weight")]
+    for k in weights:
+        torch.testing.assert_close(tuned.state_dict()[k], last.state_dict()[k], atol=1e-5, rtol=0)
+    scratch, _, _ = trainer.train(*args)
+    assert any(not torch.allclose(scratch.state_dict()[k], last.state_dict()[k], atol=1e-3) for k in weights)
