@@ -253,16 +253,17 @@ def train_in_workdir(ctx: Any, model: Any, params: dict[str, Any], run: int, fol
             cat=products.catalog(ctx), spec=products.spec(ctx), seed=cfg.seed, scheme=cfg.split.scheme,
             max_pixels_per_class=cfg.sample.max_pixels_per_class, tile_size=cfg.grid.tile_size_px, extra=extra,
             calibration=cfg.calibration if calibration_on(cfg, unit) else None, reference=lambda: products.reference(ctx),
-            start_from=start_from(ctx, model, run, unit), train_share=cfg.update.train_share if cfg.update else 1.0)
+            start_from=start_from(ctx, model, run, folder), train_share=cfg.update.train_share if cfg.update else 1.0)
 
 
-def start_from(ctx: Any, model: Any, run: int, unit: str) -> Any:
-    """An update that fine-tunes (``update.finetune``): last year's model of ``run`` for a network of the same type
-    (chain.update.transfer.StartFrom); None otherwise (Random Forests and the other models are retrained)."""
+def start_from(ctx: Any, model: Any, run: int, folder: Path) -> Any:
+    """An update that fine-tunes (``update.finetune``): last year's model of ``run`` for this year's model of ``run``
+    when it is a network (chain.update.transfer.StartFrom); None otherwise: Random Forests, the compared models and
+    the pixel models of an object-based run are trained from scratch (last year's model is not theirs)."""
     from chain.models import model_type
 
     up = ctx.cfg.update
-    if up is None or not up.finetune or unit != "pixel" or not model_type(model.type).transferable:
+    if up is None or not up.finetune or folder != ctx.paths.model(run) or not model_type(model.type).transferable:
         return None
     from chain.update.previous import open_previous
     from chain.update.transfer import StartFrom
