@@ -27,7 +27,7 @@ class CarryoverParams(StepParams):
 class Carryover(Step):
     name = "carryover"
     requires = ("features", "ingest")
-    version = "3"  # features on the detector's cells (cell_m), not on the fine grid
+    version = "4"  # patches memory-mapped, statistics by chunks, at most max_pairs per epoch
     Params = CarryoverParams
 
     def enabled(self, ctx: Context) -> bool:

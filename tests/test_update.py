@@ -263,3 +263,19 @@ def test_prune_is_refused_for_a_model_that_is_retrained() -> None:
 
     with pytest.raises(ConfigError, match="retrained from scratch in an update; remove update.prune"):
         check_prunable(model_type("rf"), RFModel(type="rf"), None, None, 0.3)
+
+
+def test_pairs_normalise_by_chunks_like_the_whole_array(tmp_path: Path) -> None:
+    from chain.update.siamese import Pairs
+
+    rng = np.random.default_rng(3)
+    before = np.lib.format.open_memmap(tmp_path / "b.npy", "w+", np.float32, (11, 4, 3, 3))
+    before[:] = rng.normal(2, 3, before.shape)
+    after = rng.normal(-1, 0.5, (11, 4, 3, 3)).astype(np.float32)
+    rows = np.array([0, 2, 3, 5, 7, 8, 10])
+    pairs = Pairs(before, after, rows, chunk=3)
+    both = np.concatenate([before[rows], after[rows]])
+    np.testing.assert_allclose(pairs.mean, both.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(pairs.std, both.std(axis=(0, 2, 3)), rtol=1e-4)
+    got = pairs.get(1, np.array([1, 4])).numpy()
+    np.testing.assert_allclose(got, (after[[2, 7]] - pairs.mean[None, :, None, None]) / pairs.std[None, :, None, None], rtol=1e-6)

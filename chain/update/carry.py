@@ -46,11 +46,16 @@ def carry_over(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
     cat, pcat = dataclasses.replace(cat, grid=cells), dataclasses.replace(pcat, grid=cells)
     points = siamese.polygon_points(polys, cells.affine, (cells.height, cells.width), cfg.points_per_polygon, ctx.cfg.seed)
     tiles = make_tiles(cells, ctx.cfg.grid.tile_size_px)
-    before, ok_b = siamese.extract(pcat, pspec, tiles, points, cfg.patch_px, "carryover: last year's patches")
-    after, ok_a = siamese.extract(cat, spec, tiles, points, cfg.patch_px, "carryover: this year's patches")
-    ok = ok_a & ok_b
-    points, before, after = points[ok], before[ok], after[ok]
-    m = siamese.train_and_score(before, after, points[:, 0], cfg, ctx.cfg.seed)
+    work = p.step("carryover")
+    work.mkdir(parents=True, exist_ok=True)
+    # memory-mapped: a large reference's patches (points x channels x patch^2) need not fit in memory
+    before, ok_b = siamese.extract(pcat, pspec, tiles, points, cfg.patch_px, "carryover: last year's patches", work / "patches_before.npy")
+    after, ok_a = siamese.extract(cat, spec, tiles, points, cfg.patch_px, "carryover: this year's patches", work / "patches_after.npy")
+    rows = np.flatnonzero(ok_a & ok_b)
+    m = siamese.train_and_score(siamese.Pairs(before, after, rows), points[rows, 0], cfg, ctx.cfg.seed)
+    del before, after
+    for f in ("patches_before.npy", "patches_after.npy"):  # intermediates: the scores are the step's product
+        (work / f).unlink(missing_ok=True)
 
     score = polys["poly_id"].map(m.scores)
     values = score.dropna().to_numpy()
@@ -80,7 +85,7 @@ def carry_over(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
                "unscored": int(unscored.sum()), "flagged_share": share, "threshold": threshold,
                "threshold_rule": f"auto (median - {siamese.AUTO_MADS:g} x 1.4826 x MAD)" if up.threshold == "auto" else "update.threshold",
                "score_quantiles": {q: float(np.quantile(values, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
-               "pixel_pairs": int(len(points)), "folds": up.siamese.folds, "map_at_5": m.map_at_5,
+               "pixel_pairs": int(len(rows)), "folds": up.siamese.folds, "map_at_5": m.map_at_5,
                "map_at_5_chance": m.chance_at_5, "siamese_seconds": m.seconds, "history": m.history,
                "flagged_per_class": {str(c): int(n) for c, n in pd.Series(polys["code"][flagged]).value_counts().sort_index().items()},
                "previous": str(prev.workdir)}

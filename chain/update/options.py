@@ -18,6 +18,7 @@ class SiameseConfig(Section):
     width: int = Field(64, ge=4)  # conv channels
     descriptor: int = Field(32, ge=4)  # length of the L2-normalised descriptor
     epochs: int = Field(40, ge=1)
+    max_pairs: int = Field(100_000, ge=100)  # pixel pairs an epoch sees at most (a random draw each epoch): large references
     batch_size: int = Field(64, ge=4)  # places per batch: each one's other-year view is its positive, the others negatives
     lr: float = Field(1e-3, gt=0)
     temperature: float = Field(0.1, gt=0)

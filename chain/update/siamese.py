@@ -28,6 +28,8 @@ import numpy as np
 from chain.errors import StepError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import geopandas as gpd
     import torch
 
@@ -111,10 +113,11 @@ def cell_grid(grid: GridSpec, cell_m: float) -> GridSpec:
 
 
 def extract(cat: Catalog, spec: FeatureSpec, tiles: list[Tile], points: np.ndarray, patch: int,
-            desc: str) -> tuple[np.ndarray, np.ndarray]:
+            desc: str, path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The summary patches (n, S, patch, patch) around ``points`` (poly_id, row, col) of ``cat``'s grid, and which are
     usable (every value finite); each tile that holds a point is read once (with a halo; edges replicated off the
-    grid)."""
+    grid). With ``path``, the patches are written to that .npy file as they come and returned memory-mapped (a
+    large reference does not have to fit in memory)."""
     from rasterio.windows import Window
 
     from chain.features import compute_features
@@ -123,7 +126,9 @@ def extract(cat: Catalog, spec: FeatureSpec, tiles: list[Tile], points: np.ndarr
     half = patch // 2
     H, W = cat.grid.height, cat.grid.width
     n_ch = len(summary_names(spec))
-    out = np.full((len(points), n_ch, patch, patch), np.nan, np.float32)
+    shape = (len(points), n_ch, patch, patch)
+    out = np.full(shape, np.nan, np.float32) if path is None else np.lib.format.open_memmap(path, "w+", np.float32, shape)
+    usable = np.zeros(len(points), bool)
     todo = [t for t in tiles if _in_tile(points, t).any()]
     with Progress(len(todo), desc, log) as bar:
         for t in todo:
@@ -139,8 +144,10 @@ def extract(cat: Catalog, spec: FeatureSpec, tiles: list[Tile], points: np.ndarr
             for i in sel:
                 r, c = points[i, 1] - r0 + half, points[i, 2] - c0 + half
                 out[i] = s[:, r - half:r + half + 1, c - half:c + half + 1]
+                usable[i] = bool(np.isfinite(out[i]).all())
             bar.update()
-    usable = np.asarray(np.isfinite(out).all(axis=(1, 2, 3)), dtype=bool)
+    if isinstance(out, np.memmap):
+        out.flush()
     return out, usable
 
 
@@ -193,11 +200,44 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.flip(x, dims=(3,)) if bool(torch.randint(0, 2, (1,), generator=gen)) else x
 
 
-def train_and_score(before: np.ndarray, after: np.ndarray, poly: np.ndarray, cfg: SiameseConfig, seed: int) -> Matching:
-    """Score every polygon from the (``before``, ``after``) patch pairs of its pixels (``poly``: poly_id per pair) with
-    an encoder trained, self-supervised, on the polygons of the other ``cfg.folds`` folds (cross-fitting)."""
-    import torch
+class Pairs:
+    """The rows ``rows`` of both years' patch arrays (in memory or memory-mapped), normalised per channel on demand:
+    only a batch is ever converted."""
 
+    def __init__(self, before: np.ndarray, after: np.ndarray, rows: np.ndarray, chunk: int = 4096):
+        self.before, self.after, self.rows = before, after, rows
+        total = np.zeros(before.shape[1]), np.zeros(before.shape[1])
+        n = 0
+        for s in range(0, len(rows), chunk):  # mean and variance per channel, accumulated in float64 by chunks
+            for arr in (before, after):
+                x = arr[rows[s:s + chunk]].astype(np.float64)
+                total[0][:] += x.sum(axis=(0, 2, 3))
+                total[1][:] += (x * x).sum(axis=(0, 2, 3))
+                n += x.shape[0] * x.shape[2] * x.shape[3]
+        mean = total[0] / max(n, 1)
+        self.mean = mean.astype(np.float32)
+        self.std = (np.sqrt(np.maximum(total[1] / max(n, 1) - mean * mean, 0)) + 1e-6).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, year: int, idx: np.ndarray) -> torch.Tensor:
+        import torch
+
+        x = (self.before if year == 0 else self.after)[self.rows[idx]]
+        return torch.as_tensor((x - self.mean[None, :, None, None]) / self.std[None, :, None, None])
+
+    def descriptors(self, net: Any, idx: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            return tuple(np.concatenate([net(self.get(y, idx[s:s + chunk])).numpy() for s in range(0, len(idx), chunk)])  # type: ignore[return-value]
+                         for y in (0, 1))
+
+
+def train_and_score(pairs: Pairs, poly: np.ndarray, cfg: SiameseConfig, seed: int) -> Matching:
+    """Score every polygon from the patch pairs of its pixels (``poly``: poly_id per pair) with an encoder trained,
+    self-supervised, on the polygons of the other ``cfg.folds`` folds (cross-fitting)."""
     from chain.seeds import rng
 
     t0 = time.time()
@@ -209,18 +249,12 @@ def train_and_score(before: np.ndarray, after: np.ndarray, poly: np.ndarray, cfg
     order = rng(seed, "siamese-folds").permutation(ids)
     fold_of = {int(p): i % cfg.folds for i, p in enumerate(order)}
     fold = np.vectorize(fold_of.get)(poly)
-    both = np.concatenate([before, after])
-    mean = np.nanmean(both, axis=(0, 2, 3)).astype(np.float32)
-    std = (np.nanstd(both, axis=(0, 2, 3)) + 1e-6).astype(np.float32)
-    xa = torch.as_tensor((before - mean[None, :, None, None]) / std[None, :, None, None])
-    xb = torch.as_tensor((after - mean[None, :, None, None]) / std[None, :, None, None])
     scores: dict[int, float] = {}
     histories, nets, maps, chances, weights = [], [], [], [], []
     for f in range(cfg.folds):
-        net, history = _fit(xa, xb, poly, np.flatnonzero(fold != f), cfg, seed, f)
+        net, history = _fit(pairs, poly, np.flatnonzero(fold != f), cfg, seed, f)
         test = np.flatnonzero(fold == f)
-        with torch.no_grad():
-            da, db = net(xa[test]).numpy(), net(xb[test]).numpy()
+        da, db = pairs.descriptors(net, test)
         sim = (da * db).sum(1)
         for p in np.unique(poly[test]):
             scores[int(p)] = float(sim[poly[test] == p].mean())
@@ -235,12 +269,13 @@ def train_and_score(before: np.ndarray, after: np.ndarray, poly: np.ndarray, cfg
     log.info("carryover: %d siamese encoders (one per fold) trained on %d pixel pairs of %d polygons in %.1f s (loss %.3f -> "
              "%.3f); mAP@5 over the folds' held-out polygons %.3f (chance %.3f)", cfg.folds, len(poly), len(ids),
              time.time() - t0, histories[0][0]["loss"], histories[0][-1]["loss"], m5, chance)
-    return Matching(scores, fold_of, m5, chance, histories, time.time() - t0, nets, (mean, std))
+    return Matching(scores, fold_of, m5, chance, histories, time.time() - t0, nets, (pairs.mean, pairs.std))
 
 
-def _fit(xa: torch.Tensor, xb: torch.Tensor, poly: np.ndarray, train: np.ndarray, cfg: SiameseConfig, seed: int,
+def _fit(pairs: Pairs, poly: np.ndarray, train: np.ndarray, cfg: SiameseConfig, seed: int,
          fold: int) -> tuple[Any, list[dict[str, float]]]:
-    """One encoder on the pairs ``train``: symmetric InfoNCE, the other places of the batch as negatives."""
+    """One encoder on the pairs ``train``: symmetric InfoNCE, the other places of the batch as negatives; an epoch
+    sees at most ``cfg.max_pairs`` of them (a random draw each epoch)."""
     import torch
     from torch import nn
 
@@ -248,21 +283,20 @@ def _fit(xa: torch.Tensor, xb: torch.Tensor, poly: np.ndarray, train: np.ndarray
 
     torch.manual_seed(derive_seed(seed, "siamese", fold))
     gen = torch.Generator().manual_seed(derive_seed(seed, "siamese-batches", fold))
-    net = encoder(xa.shape[1], cfg.width, cfg.descriptor)
+    net = encoder(pairs.before.shape[1], cfg.width, cfg.descriptor)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    tr = torch.as_tensor(train)
     tr_poly = torch.as_tensor(poly[train])
     history = []
     for epoch in range(cfg.epochs):
         net.train()
-        order = torch.randperm(len(tr), generator=gen)
+        order = torch.randperm(len(train), generator=gen)[:cfg.max_pairs]
         total, seen = 0.0, 0
-        for s in range(0, len(tr), cfg.batch_size):
+        for s in range(0, len(order), cfg.batch_size):
             b = order[s:s + cfg.batch_size]
             if len(b) < 2:
                 continue
-            idx = tr[b]
-            za, zb = net(_augment(xa[idx], gen)), net(_augment(xb[idx], gen))
+            idx = train[b.numpy()]
+            za, zb = net(_augment(pairs.get(0, idx), gen)), net(_augment(pairs.get(1, idx), gen))
             logits = za @ zb.T / cfg.temperature
             p = tr_poly[b]
             same = (p[:, None] == p[None, :]) & ~torch.eye(len(b), dtype=torch.bool)
