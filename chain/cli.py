@@ -66,6 +66,8 @@ def _guard(verbose: int, fn: Callable[[], Any]) -> Any:
 
 verbose_opt = click.option("-v", "--verbose", count=True, help="More detail (-v: debug log and tracebacks).")
 quiet_opt = click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+from_opt = click.option("--from", "from_step", metavar="STEP", help="Re-run from this step on (earlier steps must be up to date).")
+dry_run_opt = click.option("--dry-run", is_flag=True, help="Only say which steps would run, and why.")
 set_opt = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                        help="Override a config key, e.g. --set model.n_estimators=200 (repeatable).")
 
@@ -84,10 +86,10 @@ def _setup(verbose: int, quiet: bool) -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
-@click.option("--from", "from_step", metavar="STEP", help="Re-run from this step on (earlier steps must be up to date).")
+@from_opt
 @click.option("--to", "to_step", metavar="STEP", help="Stop after this step.")
 @click.option("--force", is_flag=True, help="Re-run every selected step even if up to date.")
-@click.option("--dry-run", is_flag=True, help="Only say which steps would run, and why.")
+@dry_run_opt
 @set_opt
 @verbose_opt
 @quiet_opt
@@ -113,9 +115,9 @@ def run(config: Path, from_step: str | None, to_step: str | None, force: bool, d
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--previous", type=click.Path(path_type=Path), metavar="WORKDIR",
               help="Last year's work folder (a finished run); default: update.previous of CONFIG.")
-@click.option("--from", "from_step", metavar="STEP", help="Re-run from this step on (earlier steps must be up to date).")
+@from_opt
 @click.option("--force", is_flag=True, help="Re-run every step of this year's run even if up to date.")
-@click.option("--dry-run", is_flag=True, help="Only say which steps would run, and why.")
+@dry_run_opt
 @set_opt
 @verbose_opt
 @quiet_opt

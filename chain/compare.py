@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
@@ -78,14 +79,14 @@ def compare_maps(map_a: Path, map_b: Path, out_dir: Path, nodata: int = 0,
                "tiled": True, "blockxsize": 256, "blockysize": 256}
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "change.tif") as tmp:
-        with rasterio.open(map_a) as a, rasterio.open(tmp, "w", **profile) as dst:
+        with rasterio.open(map_a) as a, rasterio.open(tmp, "w", **profile) as dst, \
+                (rasterio.open(confident[0]) if confident is not None else contextlib.nullcontext()) as conf_a:
             for w in windows:
                 va = a.read(1, window=w)
                 vb = read_on_grid(map_b, grid, w, nodata=nodata)  # warped (nearest) when the grids differ
                 ok = (va != nodata) & (vb != nodata)
-                if confident is not None:
-                    with rasterio.open(confident[0]) as ca:
-                        ok &= ca.read(1, window=w) >= confident[2]
+                if confident is not None and conf_a is not None:  # A's confidence is on A's grid; B's is warped like B
+                    ok &= conf_a.read(1, window=w) >= confident[2]
                     ok &= read_on_grid(confident[1], grid, w, nodata=0) >= confident[2]
                 counts += np.bincount(va[ok].astype(np.int64) * 256 + vb[ok], minlength=65536).reshape(256, 256)
                 dst.write(np.where(ok, va.astype(np.uint16) * 256 + vb, CHANGE_NODATA).astype(np.uint16), 1, window=w)

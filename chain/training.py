@@ -130,6 +130,8 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
                  100 * train_share, len(train.code))
         codes, counts = np.unique(train.code, return_counts=True)
         manifest["train_pixels"] = {str(c): int(n) for c, n in zip(codes, counts, strict=True)}
+    if start_from is not None:  # before any patch is read: last year's class head must be this year's
+        start_from.check_classes(manifest["classes"])
     data = RunData(train, validation, folder, cat, spec, tile_size, reference, ids, start_from=start_from)
     folder.mkdir(parents=True, exist_ok=True)
     log.info("train: run %d: fitting %s on %d pixels of %d classes, %d features (no progress is reported until it ends "
@@ -148,31 +150,33 @@ def fit_run(model: Any, params: dict[str, Any], run: int, folder: Path, signatur
 CALIBRATION = "calibration.json"
 
 
-def share_of_polygons(split: pd.DataFrame, ids: np.ndarray, share: float, seed: int, run: int) -> np.ndarray:
-    """``share`` of each class's polygons among ``ids`` (at least one per class), drawn with a derived seed."""
+def _draw_per_class(rows: pd.DataFrame, share: float, seed: int, key: str, run: int, never_all: bool) -> list[np.ndarray]:
+    """``share`` of each class's polygons of ``rows`` (at least one; with ``never_all``, never every one), drawn with a
+    seed derived from ``key``, the run and the class."""
     from chain.seeds import rng
 
-    rows = split[(split["run"] == run) & split["poly_id"].isin(ids)].drop_duplicates("poly_id")
     out = []
     for code, group in rows.groupby("code"):
-        pids = np.sort(group["poly_id"].to_numpy())
-        k = max(1, int(round(share * len(pids))))
-        out.append(rng(seed, "train-share", run, int(code)).choice(pids, k, replace=False))
+        ids = np.sort(group["poly_id"].to_numpy())
+        k = max(1, int(round(share * len(ids))))
+        k = min(len(ids) - 1, k) if never_all else k
+        if k > 0:
+            out.append(rng(seed, key, run, int(code)).choice(ids, k, replace=False))
+    return out
+
+
+def share_of_polygons(split: pd.DataFrame, ids: np.ndarray, share: float, seed: int, run: int) -> np.ndarray:
+    """``share`` of each class's polygons among ``ids`` (at least one per class), drawn with a derived seed."""
+    rows = split[(split["run"] == run) & split["poly_id"].isin(ids)].drop_duplicates("poly_id")
+    out = _draw_per_class(rows, share, seed, "train-share", run, never_all=False)
     return np.sort(np.concatenate(out)) if out else ids[:0]
 
 
 def holdout_polygons(split: pd.DataFrame, run: int, share: float, seed: int) -> np.ndarray:
     """``share`` of each class's training polygons of ``run`` (at least one, never all), drawn with a derived seed:
     held out of the fit to calibrate the model's probabilities (30/70)."""
-    from chain.seeds import rng
-
     rows = split[(split["run"] == run) & (split["part"] == "train")]
-    out = []
-    for code, group in rows.groupby("code"):
-        ids = np.sort(group["poly_id"].to_numpy())
-        k = min(len(ids) - 1, max(1, int(round(share * len(ids)))))
-        if k > 0:
-            out.append(rng(seed, "calibration", run, int(code)).choice(ids, k, replace=False))
+    out = _draw_per_class(rows, share, seed, "calibration", run, never_all=True)
     return np.concatenate(out) if out else np.empty(0, np.int64)
 
 
@@ -265,8 +269,8 @@ def start_from(ctx: Any, model: Any, run: int, folder: Path) -> Any:
     up = ctx.cfg.update
     if up is None or not up.finetune or folder != ctx.paths.model(run) or not model_type(model.type).transferable:
         return None
-    from chain.update.previous import open_previous
+    from chain.update.previous import previous_run
     from chain.update.transfer import StartFrom
 
-    prev = ctx.memo("previous", lambda: open_previous(ctx.cfg))
+    prev = previous_run(ctx)
     return StartFrom.of(prev.model(run), up.lr_factor, up.prune)

@@ -36,9 +36,9 @@ class Carryover(Step):
     def check(self, ctx: Context) -> None:
         if not self.enabled(ctx):
             return
-        from chain.update.previous import check_lineage, open_previous
+        from chain.update.previous import check_lineage, previous_run
 
-        prev = ctx.memo("previous", lambda: open_previous(ctx.cfg))
+        prev = previous_run(ctx)
         cat, polys = products.preflight(ctx)
         check_lineage(prev, ctx.cfg, cat, sorted(int(c) for c in polys["code"].unique()))
 
@@ -61,7 +61,7 @@ class Carryover(Step):
         if not self.enabled(ctx):
             return
         from chain.update.carry import carry_over
-        from chain.update.previous import open_previous
+        from chain.update.previous import previous_run
 
-        prev = ctx.memo("previous", lambda: open_previous(ctx.cfg))
+        prev = previous_run(ctx)
         carry_over(ctx, prev)

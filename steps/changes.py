@@ -34,6 +34,6 @@ class Changes(Step):
         if not self.enabled(ctx):
             return
         from chain.update.changes import changes_and_report
-        from chain.update.previous import open_previous
+        from chain.update.previous import previous_run
 
-        changes_and_report(ctx, ctx.memo("previous", lambda: open_previous(ctx.cfg)))
+        changes_and_report(ctx, previous_run(ctx))

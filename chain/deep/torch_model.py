@@ -55,9 +55,7 @@ class TorchModel(ModelType):
         channels = {k: int(v.shape[1]) for k, v in xtr.items()}
         checkpoint = data.folder / "checkpoint.pt"
         t0 = time.time()
-        start = getattr(data, "start_from", None)
-        if start is not None:
-            start.check_classes(manifest["classes"])
+        start = data.start_from
         net, norm, history = trainer.train(cfg, lambda n, shapes: self.network(cfg, n, shapes), inputs, channels,
                                            manifest["classes"], xtr, data.train.code, xval, yval, seed, checkpoint=checkpoint,
                                            period=period, start=start)

@@ -339,9 +339,9 @@ def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str,
     from chain.models import save_manifest
 
     folder.mkdir(parents=True, exist_ok=True)
-    from chain.update.transfer import save_weights
+    from chain.update.transfer import is_pruned, save_weights
 
-    save_weights(net, folder / "model.pt", pruned=bool(manifest.get("lineage", {}).get("pruned")))
+    save_weights(net, folder / "model.pt", pruned=is_pruned(manifest))
     if manifest.get("inputs") and manifest.get("shapes"):
         from chain.deep.export import export_program
 
@@ -360,14 +360,11 @@ def save(folder: Path, net: nn.Module, norm: Normaliser, history: list[dict[str,
 
 
 def load(folder: Path, manifest: dict[str, Any], network: Network) -> tuple[nn.Module, Normaliser]:
+    from chain.update.transfer import is_pruned, load_weights
+
     net = network(len(manifest["classes"]), manifest["shapes"])
     try:
-        if manifest.get("lineage", {}).get("pruned"):  # its pruned shapes are rebuilt from the unpruned architecture
-            import torch_pruning as tp
-
-            tp.load_state_dict(net, state_dict=torch.load(folder / "model.pt", map_location="cpu", weights_only=False))
-        else:
-            net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        load_weights(net, folder / "model.pt", pruned=is_pruned(manifest))  # pruned: shapes rebuilt from the unpruned net
     except (RuntimeError, FileNotFoundError, KeyError) as exc:
         raise StepError(f"model weights in {str(folder)!r} do not match the manifest ({exc}); re-run training") from None
     net.eval()

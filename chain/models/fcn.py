@@ -246,7 +246,6 @@ class FCN(ModelType):
         t_fit = time.time()
         start = data.start_from
         if start is not None:  # an update: last year's network fine-tuned (the distillation teacher is not trained again)
-            start.check_classes(classes)
             net, norm, history = segment_train.train(cfg, lambda: self.network(cfg, n, shapes, start.manifest.get("upsample")),
                                                      tr, val, n, cfg.tile_px, seed, checkpoint=data.folder / "checkpoint.pt",
                                                      start=start)

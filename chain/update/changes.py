@@ -34,6 +34,7 @@ def lineage(ctx: Context) -> list[dict[str, Any]]:
 
 
 def changes_and_report(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
+    from chain import products
     from chain.atomic import write_json, write_text
     from chain.compare import compare_maps
     from chain.html_report import CSS, html_table
@@ -53,7 +54,7 @@ def changes_and_report(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
                "top_transitions": [{"from": int(a), "to": int(b), "pixels": n} for n, a, b in transitions],
                "carried": carry["carried"], "flagged": carry["flagged"], "map_at_5": carry["map_at_5"], "models": models}
     write_json(p.change_dir / "summary.json", summary)
-    names = {int(k): v["name"] for k, v in json.loads(p.classes.read_text()).items()}
+    names = {c: v["name"] for c, v in products.classes(ctx).items()}
     metrics = json.loads(p.metrics.read_text())["summary"] if p.metrics.exists() else None
     scores_png = p.step("carryover") / "scores.png"
     import base64

@@ -44,6 +44,12 @@ class PreviousRun:
         return self.ctx.paths.model(run if run < runs else 0)
 
 
+def previous_run(ctx: Context) -> PreviousRun:
+    """``update.previous`` of the run of ``ctx``, opened and checked once per run (the steps' checks and runs share it)."""
+    result: PreviousRun = ctx.memo("previous", lambda: open_previous(ctx.cfg))
+    return result
+
+
 def open_previous(cfg: Config) -> PreviousRun:
     """``update.previous`` as a finished run (StateError / ConfigError naming what is wrong and how to fix it)."""
     from chain.config import parse

@@ -82,19 +82,28 @@ class StartFrom:
 
 def load_into(net: nn.Module, folder: Path, manifest: dict[str, Any]) -> None:
     """Last year's ``model.pt`` into ``net``: a pruned model's shapes are rebuilt first (torch_pruning.load_state_dict)."""
-    import torch
-
     try:
-        if manifest.get("lineage", {}).get("pruned"):
-            import torch_pruning as tp
-
-            tp.load_state_dict(net, state_dict=torch.load(folder / "model.pt", map_location="cpu", weights_only=False))
-        else:
-            net.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        load_weights(net, folder / "model.pt", pruned=is_pruned(manifest))
     except (RuntimeError, KeyError) as exc:
         raise StepError(f"train: last year's weights in {str(folder)!r} do not fit this year's {manifest.get('type')} network "
                         f"({str(exc).splitlines()[0][:200]}): its architecture keys (sizes, widths, inputs) must be last "
                         "year's; set them as in last year's config, or update.finetune: false") from None
+
+
+def is_pruned(manifest: dict[str, Any]) -> bool:
+    return bool((manifest.get("lineage") or {}).get("pruned"))
+
+
+def load_weights(net: nn.Module, path: Path, pruned: bool) -> None:
+    """``path`` (``save_weights``) into ``net``; a pruned network's shapes are rebuilt from the unpruned ``net`` first."""
+    import torch
+
+    if pruned:
+        import torch_pruning as tp
+
+        tp.load_state_dict(net, state_dict=torch.load(path, map_location="cpu", weights_only=False))
+    else:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def save_weights(net: nn.Module, path: Path, pruned: bool) -> None:
