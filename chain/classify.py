@@ -67,18 +67,22 @@ def validity_path(out_dir: Path, tile: Tile) -> Path:
     return out_dir / f"{tile.id}_validity.tif"
 
 
+Prediction = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]  # Predictor.predict_window's (valid, proba, per_sensor)
+
+
 def classify_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, model_dir: Path, out_dir: Path,
                   probabilities: bool = False, engine: str = "compiled", threads: int = 1,
-                  validity: bool = False, inference_batch: int | None = None) -> str:
+                  validity: bool = False, inference_batch: int | None = None, prediction: Prediction | None = None) -> str:
     """Class and confidence tiles (+ probabilities, + the observation counts per sensor when ``validity``).
 
     The validity counts come with the features at no extra read, so PixelsValidity is written here
-    (for one run) rather than by a separate pass over every band.
+    (for one run) rather than by a separate pass over every band. ``prediction``: the model's
+    ``predict_window`` for the tile, when already computed (``forests_together``).
     """
     model = cached_model(model_dir, engine, threads, spec, cat)
     if inference_batch and model.inputs:  # patch and temporal networks: classify.inference_batch over the model's own
         model.batch = inference_batch
-    valid, probs, per_sensor = model.predict_window(cat, spec, tile.window)
+    valid, probs, per_sensor = prediction if prediction is not None else model.predict_window(cat, spec, tile.window)
     h, w = valid.shape
     labels = np.full((h, w), CLASS_NODATA, dtype=np.uint8)
     conf = np.full((h, w), CONF_NODATA, dtype=np.uint8)
@@ -118,10 +122,79 @@ def classify_tile_runs(tile: Tile, cat: Catalog, spec: FeatureSpec, runs: list[t
     from chain.features import reused_reads
 
     with reused_reads():
-        for model_dir, out_dir, validity in runs:
-            if not tile_done(out_dir, tile, probabilities, validity):
-                classify_tile(tile, cat, spec, model_dir, out_dir, probabilities, engine, threads, validity, inference_batch)
+        pending = [job for job in runs if not tile_done(job[1], tile, probabilities, job[2])]
+        together = forests_together(tile, cat, spec, [job[0] for job in pending], engine, threads)
+        for model_dir, out_dir, validity in pending:
+            classify_tile(tile, cat, spec, model_dir, out_dir, probabilities, engine, threads, validity, inference_batch,
+                          together.get(model_dir))
     return tile.id
+
+
+STACK_BYTES = 512 * 2**20  # the probabilities of the forests walked together (float64, pixels x classes each), at most
+
+
+def _compiled_forest(model: Any) -> tuple[forest.FastForest, float | None] | None:
+    """The serial compiled forest inside a loaded model, and its calibration temperature; None for other models."""
+    from chain.models.base import CalibratedPredictor, PixelPredictor
+
+    temperature = None
+    if isinstance(model, CalibratedPredictor):
+        model, temperature = model.inner, model.temperature
+    if isinstance(model, PixelPredictor) and isinstance(model.estimator, forest.FastForest) and model.estimator.threads == 1:
+        return model.estimator, temperature
+    return None
+
+
+_stacks: dict[tuple[int, ...], tuple[list[Any], forest.ForestStack]] = {}
+
+
+def _stack_of(forests: list[forest.CompiledForest]) -> forest.ForestStack:
+    """``forest.stack(forests)``, built once per worker for a set of (cached) models."""
+    key = tuple(id(f) for f in forests)
+    if key not in _stacks:
+        if len(_stacks) >= 4:  # other models' stacks (a changed run): not needed any more
+            _stacks.clear()
+        _stacks[key] = (forests, forest.stack(forests))  # the forests held with their stack: their ids stay theirs
+    return _stacks[key][1]
+
+
+def forests_together(tile: Tile, cat: Catalog, spec: FeatureSpec, folders: list[Path], engine: str = "compiled",
+                     threads: int = 1) -> dict[Path, Prediction]:
+    """``predict_window`` of the compiled-forest models among ``folders`` (every run of an RF config), computed in
+    one walk of the tile's features: each block of pixels is made pixel-major once and walked by every run's forest
+    (``forest.predict_proba_stacked``; the same probabilities as each model alone, bit for bit). Other models, and a
+    forest alone, are left to their own ``predict_window`` (absent from the result)."""
+    from chain.calibration import apply
+    from chain.features import compute_features
+
+    fast = []
+    for folder in folders:
+        found = _compiled_forest(cached_model(folder, engine, threads, spec, cat))
+        if found is not None:
+            fast.append((folder, *found))
+    if len(fast) < 2:
+        return {}
+    block = compute_features(cat, spec, tile.window)
+    valid = block.mappable()
+    if not valid.any():
+        return {}
+    X = pixel_major(block.values)
+    pixels = X is not None
+    if X is None:
+        X = block.values.reshape(block.values.shape[0], -1)
+    keep = valid.ravel()
+    k_max = max(len(ff.classes_) for _, ff, _ in fast)
+    per_group = max(1, STACK_BYTES // (keep.size * k_max * 8))
+    out: dict[Path, Prediction] = {}
+    for g in range(0, len(fast), per_group):
+        group = fast[g:g + per_group]
+        if len(group) < 2:
+            break  # one forest left: walked alone by its own predict_window
+        probs = forest.predict_proba_stacked(_stack_of([ff.forest for _, ff, _ in group]), X, pixels)
+        for (folder, _, temperature), p in zip(group, probs, strict=True):
+            p = p[keep]
+            out[folder] = (valid, p if temperature is None else apply(p, temperature), block.per_sensor)
+    return out
 
 
 def vote(labels: np.ndarray, confidence: np.ndarray, nodata: int = CLASS_NODATA) -> tuple[np.ndarray, np.ndarray]:

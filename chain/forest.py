@@ -252,6 +252,18 @@ if numba is not None:
             m = min(n, s + BLOCK) - s
             _walk_block(_block(X, pixels, s, m), nodes, value, roots, depth, first, out[s:s + m])
 
+    @njit(cache=True, nogil=True)
+    def _proba_sum_stacked(X, pixels, nodes, value, roots, depth, first, bounds, out):  # type: ignore[no-untyped-def]
+        # several forests over the same pixels (classify's runs): each block is made pixel-major once and walked
+        # by every forest while it is in the cache, instead of once per forest from the whole tile in memory
+        n = out.shape[1]
+        for s in range(0, n, BLOCK):
+            m = min(n, s + BLOCK) - s
+            xb = _block(X, pixels, s, m)
+            for f in range(bounds.shape[0] - 1):
+                a, b = bounds[f], bounds[f + 1]
+                _walk_block(xb, nodes, value, roots[a:b], depth[a:b], first[a:b], out[f, s:s + m])
+
 
 def _run(forest: CompiledForest, X: np.ndarray, pixels: bool, threads: int | None) -> np.ndarray:
     """``threads``: 1 runs serially (the caller runs several at once); None or more use numba's threads."""
@@ -279,6 +291,53 @@ def predict_proba(forest: CompiledForest, X: np.ndarray, threads: int | None = N
     """Class probabilities (n, K) for float32 features ``X`` of shape (n, n_features)."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     return _run(forest, X, True, threads)
+
+
+@dataclass
+class ForestStack:
+    """Several compiled forests as one node array (``forest``; its ``value`` padded to the most classes), walked
+    together by ``predict_proba_stacked``; ``bounds[i]:bounds[i + 1]`` are forest i's trees."""
+
+    forest: CompiledForest
+    bounds: np.ndarray  # int64 (n_forests + 1)
+    n_classes: tuple[int, ...]
+
+    @property
+    def n_trees(self) -> np.ndarray:
+        return np.diff(self.bounds)
+
+
+def stack(forests: list[CompiledForest]) -> ForestStack:
+    """One ``ForestStack`` of ``forests`` (their nodes widened when one of them, or their sum, needs it)."""
+    wide = any(f.nodes.dtype == WIDE for f in forests)
+    k_max = max(f.value.shape[1] for f in forests)
+    nodes, values, roots, offset = [], [], [], 0
+    for f in forests:
+        nodes.append(f.nodes.astype(WIDE) if wide else f.nodes)  # ``left`` counts from the tree's root: unchanged
+        v = np.zeros((len(f.nodes), k_max), np.float64)
+        v[:, :f.value.shape[1]] = f.value
+        values.append(v)
+        roots.append(f.roots.astype(np.int64) + offset)
+        offset += len(f.nodes)
+    merged = CompiledForest(
+        nodes=np.concatenate(nodes), value=np.ascontiguousarray(np.concatenate(values)),
+        roots=np.concatenate(roots), depth=np.concatenate([f.depth for f in forests]),
+        first=np.concatenate([f.first for f in forests]), classes=np.arange(k_max))
+    bounds = np.r_[0, np.cumsum([f.n_trees for f in forests])].astype(np.int64)
+    return ForestStack(merged, bounds, tuple(int(f.value.shape[1]) for f in forests))
+
+
+def predict_proba_stacked(stacked: ForestStack, X: np.ndarray, pixel_major: bool) -> list[np.ndarray]:
+    """Every stacked forest's class probabilities (n, K_i) for float32 features ``X`` ((n, F) when ``pixel_major``,
+    else (F, n)), walked serially (one dask thread per tile). Each equals that forest's ``predict_proba`` bit for
+    bit: the same walk, the same sums in the same order."""
+    if numba is None:  # pragma: no cover
+        raise RuntimeError("numba is not installed")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    f = stacked.forest
+    out = np.zeros((len(stacked.n_classes), X.shape[0] if pixel_major else X.shape[1], f.value.shape[1]), np.float64)
+    _proba_sum_stacked(X, pixel_major, f.nodes, f.value, f.roots, f.depth, f.first, stacked.bounds, out)
+    return [out[i, :, :k] / n for i, (k, n) in enumerate(zip(stacked.n_classes, stacked.n_trees, strict=True))]
 
 
 def evaluator(model: Any, threads: int | None = None, compiled: bool = True) -> Any:

@@ -83,6 +83,30 @@ def test_serial_and_parallel_kernels_and_both_layouts_agree():
     np.testing.assert_array_equal(results[0][ok].argmax(1), model.predict_proba(Xp[ok]).argmax(1))
 
 
+def test_stacked_forests_give_each_forests_own_probabilities_bit_for_bit():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(60000, 6)).astype(np.float32)
+    y = np.digitize(X[:, 0], [-1, 0, 1])
+    forests = [  # different class sets and sizes, one with wide nodes (> 65,536 nodes a tree)
+        forest.compile_forest(RandomForestClassifier(7, max_depth=6, random_state=0).fit(X[:3000], y[:3000])),
+        forest.compile_forest(RandomForestClassifier(2, bootstrap=False, random_state=1, n_jobs=2).fit(X, rng.integers(0, 20, len(X)))),
+        forest.compile_forest(RandomForestClassifier(5, random_state=2).fit(X[:2000], (X[:2000, 1] > 0).astype(int) + 5)),
+    ]
+    assert [f.nodes.dtype for f in forests] == [forest.NARROW, forest.WIDE, forest.NARROW]
+    stacked = forest.stack(forests)
+    assert stacked.forest.nodes.dtype == forest.WIDE and list(stacked.n_trees) == [7, 2, 5]
+    Xp = rng.normal(size=(1000, 6)).astype(np.float32)  # not a multiple of the block size
+    Xp[::11, 2] = np.nan
+    for pixels, data in ((True, Xp), (False, np.ascontiguousarray(Xp.T))):
+        together = forest.predict_proba_stacked(stacked, data, pixels)
+        for f, got in zip(forests, together, strict=True):
+            assert got.shape == (len(Xp), len(f.classes))
+            np.testing.assert_array_equal(got, forest.predict_proba(f, Xp, 1))
+    narrow = forest.stack([forests[0], forests[2]])  # no wide forest among them: the nodes stay 8 bytes
+    assert narrow.forest.nodes.dtype == forest.NARROW
+    np.testing.assert_array_equal(forest.predict_proba_stacked(narrow, Xp, True)[1], forest.predict_proba(forests[2], Xp, 1))
+
+
 def test_compiled_file_is_written_once_and_follows_the_model(tmp_path):
     import joblib
 
@@ -102,3 +126,43 @@ def test_compiled_file_is_written_once_and_follows_the_model(tmp_path):
 
     joblib.dump(LogisticRegression().fit(X, y), tmp_path / "model.joblib")
     assert forest.compiled_file(tmp_path) is None  # not a forest: classify uses the model itself
+
+
+def test_classify_walks_every_runs_forest_together_with_each_models_own_result(monkeypatch):
+    """``classify.forests_together``: a calibrated forest keeps its temperature, a scikit-learn-engine model and a
+    lone forest are left to their own ``predict_window``, and what it gives equals each model's own, bit for bit."""
+    from pathlib import Path
+
+    from rasterio.windows import Window
+
+    import chain.features as features_mod
+    from chain import classify
+    from chain.grid import Tile
+    from chain.models.base import CalibratedPredictor, PixelPredictor
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(3000, 8)).astype(np.float32)
+    fit = [RandomForestClassifier(9, random_state=i).fit(X, np.digitize(X[:, i], [-0.5, 0.5]) + i) for i in range(3)]
+    models = {Path("a"): PixelPredictor(forest.FastForest(fit[0], threads=1)),
+              Path("b"): CalibratedPredictor(PixelPredictor(forest.FastForest(fit[1], threads=1)), 1.7),
+              Path("c"): PixelPredictor(fit[2]),  # classify.engine: sklearn
+              Path("d"): PixelPredictor(forest.FastForest(fit[2], threads=1))}
+    values = rng.normal(size=(8, 40, 50)).astype(np.float32)
+    values[3, :5] = np.nan  # not mappable
+    n_valid = np.full((40, 50), 4, np.uint16)
+    n_valid[-3:] = 0
+    block = features_mod.FeatureBlock(values, n_valid, {"S2": n_valid})
+    monkeypatch.setattr(classify, "cached_model", lambda folder, *a, **k: models[folder])
+    monkeypatch.setattr(features_mod, "compute_features", lambda cat, spec, window: block)
+    tile = Tile(0, 0, Window(0, 0, 50, 40))
+    got = classify.forests_together(tile, None, None, list(models))
+    assert sorted(got) == [Path("a"), Path("b"), Path("d")]
+    for folder, (valid, proba, per_sensor) in got.items():
+        own = models[folder].predict_window(None, None, tile.window)
+        np.testing.assert_array_equal(valid, own[0])
+        np.testing.assert_array_equal(proba, own[1])
+        assert per_sensor is block.per_sensor
+    assert valid.sum() == 40 * 50 - 5 * 50 - 3 * 50
+    assert classify.forests_together(tile, None, None, [Path("a"), Path("c")]) == {}  # one forest: nothing to share
+    monkeypatch.setattr(classify, "STACK_BYTES", 1)  # one forest per walk at most: each left to walk alone
+    assert classify.forests_together(tile, None, None, list(models)) == {}

@@ -128,32 +128,42 @@ def test_resume_after_crash_gives_identical_map(make_config, monkeypatch, done_r
 
 def test_same_seed_same_map_and_several_runs(make_config, done_run, monkeypatch):
     import chain.features as features_mod
+    from chain import forest
 
     cfg = config.load(make_config("runs", split={"runs": 2}))
     run_pipeline(cfg, to_step="train")
     real, reads = features_mod._compute_features, []
+    real_stacked, walks = forest.predict_proba_stacked, []
 
     def counting(cat, spec, window):
         reads.append((int(window.row_off), int(window.col_off)))
         return real(cat, spec, window)
 
+    def stacked(st, X, pixels):
+        walks.append(len(st.n_classes))
+        return real_stacked(st, X, pixels)
+
     monkeypatch.setattr(features_mod, "_compute_features", counting)
+    monkeypatch.setattr(forest, "predict_proba_stacked", stacked)
     run_pipeline(cfg, to_step="classify")
-    # one read and gap-fill per tile serves both runs' models
+    # one read and gap-fill per tile serves both runs' models, and both forests walk each tile's pixels together
     assert len(reads) == 4 and len(set(reads)) == 4
+    assert walks == [2, 2, 2, 2]
     # a tile lost by one run alone: only that tile is read again, and only that run's files are rewritten
     tiles0, tiles1 = cfg.workdir / "classify" / "run_0", cfg.workdir / "classify" / "run_1"
     lost = sorted(tiles1.glob("*_class.tif"))[1]
     before = {p.name: p.stat().st_mtime_ns for p in tiles0.glob("*.tif")}
     lost.unlink()
     reads.clear()
+    walks.clear()
     run_pipeline(cfg, to_step="classify")
-    assert len(reads) == 1 and lost.exists()
+    assert len(reads) == 1 and lost.exists() and walks == []  # run 1 alone: its forest walks by itself
     assert {p.name: p.stat().st_mtime_ns for p in tiles0.glob("*.tif")} == before
     run_pipeline(cfg)
     ref_cfg, _ = done_run
     final = cfg.workdir / "final"
-    np.testing.assert_array_equal(_read(final / "Classif_Seed_0.tif"), _read(ref_cfg.workdir / "final" / "Classif_Seed_0.tif"))
+    for name in ("Classif_Seed_0.tif", "Confidence_Seed_0.tif"):  # walked with run 1's forest = walked alone
+        np.testing.assert_array_equal(_read(final / name), _read(ref_cfg.workdir / "final" / name))
     assert not np.array_equal(_read(final / "Classif_Seed_0.tif"), _read(final / "Classif_Seed_1.tif"))
     m = json.loads((final / "metrics.json").read_text())
     assert len(m["runs"]) == 2 and m["summary"]["oa"]["ci95"] > 0
