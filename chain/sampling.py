@@ -133,65 +133,100 @@ def in_grid_order(samples: Samples, max_pixels_per_polygon: int | None, seed: in
 _META = ("poly_id", "code", "row", "col", "n_valid")
 
 
-def features_path(path: Path) -> Path:
-    """The features matrix beside a merged samples file: ``pixels.npz`` -> ``pixels_X.npy``."""
-    return path.with_name(f"{path.stem}_X.npy")
+def tile_features_path(meta: Path) -> Path:
+    """A sampled tile's features beside its metadata: ``tiles/<tile>.npz`` -> ``tiles/<tile>_X.npy``."""
+    return meta.with_name(f"{meta.stem}_X.npy")
+
+
+def save_tile(meta: Path, samples: Samples) -> None:
+    """One tile's samples: the features as a plain .npy (memory-mapped when read), then the metadata (.npz), which
+    marks the tile done."""
+    from chain.atomic import atomic_path
+
+    with atomic_path(tile_features_path(meta)) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(samples.X, dtype=np.float32))
+    with atomic_path(meta) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{k: getattr(samples, k) for k in _META})
+
+
+def tile_saved(meta: Path) -> bool:
+    return meta.exists() and tile_features_path(meta).exists()
+
+
+class TileRows:
+    """The features of merged samples, left in the tiles' files: row i is row ``row[i]`` of file ``files[tile[i]]``.
+
+    ``X[idx]`` reads the rows ``idx`` selects (memory-mapped; one fancy index per tile, in the tile's own order),
+    so merging every reference pixel never copies the features (GBs on a dense reference) and a run reads only the
+    rows it takes. ``np.asarray(X)`` reads them all."""
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, files: list[Path], tile: np.ndarray, row: np.ndarray, n_features: int):
+        self.files, self.tile, self.row = files, tile, row
+        self.shape = (len(tile), n_features)
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _map(self, i: int) -> np.ndarray:
+        if i not in self._maps:
+            self._maps[i] = np.load(self.files[i], mmap_mode="r")
+        return self._maps[i]
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        which = np.arange(len(self))[idx]  # slices, boolean masks and index arrays alike
+        if which.ndim == 0:
+            return self[which[None]][0]
+        out = np.empty((len(which), self.shape[1]), np.float32)
+        t, r = self.tile[which], self.row[which]
+        for i in np.unique(t):
+            sel = np.flatnonzero(t == i)
+            out[sel] = self._map(int(i))[r[sel]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)
 
 
 def merge_tiles(tile_files: list[Path], path: Path, n_features: int, max_pixels_per_polygon: int | None, seed: int) -> Samples:
-    """The tiles' samples merged in grid order into ``path`` (metadata, .npz) and ``features_path(path)`` (the
-    features, .npy), holding one tile's features in memory at a time: every reference pixel of a scene can
-    weigh many GB (3 M pixels x 455 features = 5.5 GB), while the runs only ever take a capped share of them.
-    Returns the merged samples with the features memory-mapped."""
-    from numpy.lib.format import open_memmap
-
+    """The tiles' samples (``save_tile``) merged in grid order into ``path``: the metadata of every sample and where
+    its features lie (tile file, row). The features stay in the tiles' files (``TileRows``): the merge reads only
+    the metadata, whatever the size of the reference (3 M pixels x 455 features = 5.5 GB were copied once more
+    before). Returns the merged samples."""
     from chain.atomic import atomic_path
 
     meta: dict[str, list[np.ndarray]] = {k: [] for k in _META}
-    sizes = []
-    for f in tile_files:
-        with np.load(f) as z:  # the metadata only: the features stay on disk
+    tile_of, row_of = [], []
+    for i, f in enumerate(tile_files):
+        with np.load(f) as z:
             for k in _META:
                 meta[k].append(z[k])
-            sizes.append(len(z["code"]))
+            n = len(z["code"])
+        tile_of.append(np.full(n, i, np.int32))
+        row_of.append(np.arange(n, dtype=np.int64))
     cols = {k: np.concatenate(v) if v else np.empty(0, np.uint16 if k == "n_valid" else np.int32) for k, v in meta.items()}
     order = grid_order(cols["row"], cols["col"], cols["poly_id"], max_pixels_per_polygon, seed)
-    # where each tile's rows go: dest[i] = position in the merged file of the i-th sample of the concatenation (-1: capped)
-    dest = np.full(len(cols["code"]), -1, np.int64)
-    dest[order] = np.arange(len(order))
-    with atomic_path(features_path(path)) as tmp:
-        header = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(order), n_features))  # the .npy header, sized
-        offset, row_bytes = header.offset, n_features * 4
-        del header
-        # plain positioned writes, not through the map: dirty mapped pages would count in this process's memory
-        with open(tmp, "r+b") as fh:
-            start = 0
-            for f, n in zip(tile_files, sizes, strict=True):
-                where = dest[start:start + n]
-                start += n
-                keep = np.flatnonzero(where >= 0)
-                if not len(keep):
-                    continue
-                with np.load(f) as z:
-                    X = z["X"]
-                keep = keep[np.argsort(where[keep], kind="stable")]
-                d = where[keep]
-                # runs of consecutive destinations (a tile's pixels of one image row): one write each
-                breaks = np.flatnonzero(np.diff(d) != 1) + 1
-                for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(d)], strict=True):
-                    os.pwrite(fh.fileno(), np.ascontiguousarray(X[keep[a:b]], dtype=np.float32).tobytes(),
-                              offset + int(d[a]) * row_bytes)
+    tiles = np.concatenate(tile_of) if tile_of else np.empty(0, np.int32)
+    rows = np.concatenate(row_of) if row_of else np.empty(0, np.int64)
+    names = np.array([os.path.relpath(tile_features_path(f), path.parent) for f in tile_files], dtype=str)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **{k: cols[k][order] for k in _META})
+        np.savez(fh, **{k: cols[k][order] for k in _META}, x_tile=tiles[order], x_row=rows[order], x_files=names,
+                 n_features=np.int64(n_features))
     return load_samples(path)
 
 
 def load_samples(path: Path) -> Samples:
-    """Merged samples (``merge_tiles``): metadata in memory, the features memory-mapped (``take`` reads the rows
-    it selects)."""
+    """Merged samples (``merge_tiles``): metadata in memory, the features read from the tiles' files on demand
+    (``TileRows``: ``take`` reads the rows it selects)."""
     with np.load(path) as z:
         meta = [np.asarray(z[k]) for k in _META]
-    return Samples(np.load(features_path(path), mmap_mode="r"), *meta)
+        X = TileRows([path.parent / str(f) for f in z["x_files"]], np.asarray(z["x_tile"]), np.asarray(z["x_row"]),
+                     int(z["n_features"]))
+    return Samples(X, *meta)  # type: ignore[arg-type]
 
 
 def select_run(samples: Samples, split: pd.DataFrame, run: int, part: str,
@@ -220,5 +255,5 @@ def save_samples(path: Any, samples: Samples) -> None:
 def sample_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, cap: int | None, seed: int,
                 min_clear: int, out_dir: Any) -> str:
     """The samples of one tile into ``<out_dir>/<tile>.npz`` (a dask task of the sample step)."""
-    save_samples(out_dir / f"{tile.id}.npz", extract_tile(cat, spec, polys, tile, cap, seed, min_clear))
+    save_tile(out_dir / f"{tile.id}.npz", extract_tile(cat, spec, polys, tile, cap, seed, min_clear))
     return tile.id

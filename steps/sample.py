@@ -22,7 +22,7 @@ class SampleParams(StepParams):
 
 class Sample(Step):
     name = "sample"
-    version = "3"  # the features in pixels_X.npy (memory-mapped by the steps after it), the metadata in pixels.npz
+    version = "4"  # the features left in the tiles' files (read through pixels.npz: chain.sampling.TileRows), not copied
     requires = ("features",)
     after = ("split", "cube", "carryover")
     Params = SampleParams
@@ -31,15 +31,13 @@ class Sample(Step):
         return self.requires + (("carryover",) if ctx.cfg.update is not None else ())  # an update: the carried reference
 
     def outputs(self, ctx: Context) -> list[Path]:
-        from chain.sampling import features_path
-
-        return [ctx.paths.samples, features_path(ctx.paths.samples), ctx.paths.sample_summary, ctx.paths.sample_tiles]
+        return [ctx.paths.samples, ctx.paths.sample_summary, ctx.paths.sample_tiles]
 
     def run(self, ctx: Context) -> None:
         import numpy as np
 
         from chain.cluster import map_tiles
-        from chain.sampling import merge_tiles, polygons_in_tile, sample_tile
+        from chain.sampling import merge_tiles, polygons_in_tile, sample_tile, tile_saved
 
         cat, spec, polys = products.catalog(ctx), products.spec(ctx), products.reference(ctx)
         tiles = [t for t in products.tiles(ctx) if not polygons_in_tile(polys, cat.grid, t).empty]
@@ -51,7 +49,7 @@ class Sample(Step):
         client = ctx.client()
         polys_f = client.scatter(polys, broadcast=True)
         map_tiles(client, ctx.cfg.cluster, sample_tile, tiles, cat, spec, polys_f, ctx.cfg.sample.max_pixels_per_polygon,
-                  ctx.cfg.seed, ctx.cfg.sample.min_clear_dates, out, is_done=lambda t: (out / f"{t.id}.npz").exists(),
+                  ctx.cfg.seed, ctx.cfg.sample.min_clear_dates, out, is_done=lambda t: tile_saved(out / f"{t.id}.npz"),
                   key=f"sample-{ctx.signatures[self.name][:12]}", desc="sample: tiles")
         samples = merge_tiles([out / f"{t.id}.npz" for t in tiles], ctx.paths.samples, len(spec.names),
                               ctx.cfg.sample.max_pixels_per_polygon, ctx.cfg.seed)
@@ -64,8 +62,4 @@ class Sample(Step):
             log.warning("sample: %d polygon(s) contain no clear pixel centre and give no sample (ids %s)", len(missing), missing[:10])
         summary["polygons_without_pixels"] = missing
         write_json(ctx.paths.sample_summary, summary)
-        # the tiles' files were the resume unit while sampling; merged, they would only double the disk taken
-        # (every reference pixel's features: GBs on a dense reference). A later re-run samples again if needed.
-        for t in tiles:
-            (out / f"{t.id}.npz").unlink(missing_ok=True)
         log.info("sample: %d pixels from %d polygons, %d features", summary["n_pixels"], summary["n_polygons"], summary["n_features"])

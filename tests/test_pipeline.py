@@ -248,9 +248,10 @@ def test_damaged_outputs_are_noticed_and_recomputed(make_config):
     assert CliRunner().invoke(main, ["verify", str(path)]).exit_code == 0
 
 
-def test_merged_samples_equal_the_in_memory_merge_and_are_memory_mapped(tmp_path):
-    """merge_tiles (one tile's features in memory at a time) gives what concatenating every tile and sorting gives."""
-    from chain.sampling import Samples, in_grid_order, merge_tiles, save_samples
+def test_merged_samples_equal_the_in_memory_merge_and_read_the_tiles_rows(tmp_path):
+    """merge_tiles (the metadata only; the features stay in the tiles' files) gives what concatenating every tile and
+    sorting gives, and a run's draw reads just its rows."""
+    from chain.sampling import Samples, TileRows, in_grid_order, merge_tiles, save_tile
 
     rng = np.random.default_rng(5)
     parts, files = [], []
@@ -259,11 +260,18 @@ def test_merged_samples_equal_the_in_memory_merge_and_are_memory_mapped(tmp_path
         s = Samples(rng.random((n, 7), dtype=np.float32), rng.integers(0, 20, n).astype(np.int32), rng.integers(1, 4, n).astype(np.int32),
                     rng.integers(0, 100, n).astype(np.int32), rng.integers(0, 100, n).astype(np.int32), rng.integers(0, 9, n).astype(np.uint16))
         parts.append(s)
-        files.append(tmp_path / f"t{t}.npz")
-        save_samples(files[-1], s)
+        files.append(tmp_path / "tiles" / f"t{t}.npz")
+        files[-1].parent.mkdir(exist_ok=True)
+        save_tile(files[-1], s)
     for cap in (None, 5):
         want = in_grid_order(Samples.concat(parts, 7), cap, 3)
         got = merge_tiles(files, tmp_path / f"pixels_{cap}.npz", 7, cap, 3)
-        assert isinstance(got.X, np.memmap)
+        assert isinstance(got.X, TileRows) and got.X.shape == want.X.shape
         for k in ("X", "poly_id", "code", "row", "col", "n_valid"):
             np.testing.assert_array_equal(np.asarray(getattr(got, k)), getattr(want, k))
+        idx = np.sort(rng.choice(len(want.code), 40, replace=False))
+        np.testing.assert_array_equal(got.take(idx).X, want.X[idx])
+        np.testing.assert_array_equal(got.X[idx[::-1]], want.X[idx[::-1]])  # any order
+        np.testing.assert_array_equal(got.X[int(idx[3])], want.X[idx[3]])
+    empty = merge_tiles([], tmp_path / "none.npz", 7, None, 3)
+    assert empty.X.shape == (0, 7) and empty.take(np.array([], int)).X.shape == (0, 7)

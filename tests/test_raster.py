@@ -87,3 +87,49 @@ def test_finite_everywhere_in_either_layout(pixel_major_layout):
     np.testing.assert_array_equal(finite_everywhere(values), expected)
     np.testing.assert_array_equal(finite_everywhere(values, -9999), expected & (values != -9999).all(axis=0))
     assert finite_everywhere(values).sum() == 13 * 11 - 4 + 1  # -9999 is finite
+
+
+def test_read_files_stay_open_per_thread_until_they_change(tmp_path, monkeypatch):
+    """``read_on_grid`` keeps a file open for the thread's next read; a rewritten file is opened again (its new
+    values read), the least recently used files are closed beyond the bound, and a failed read keeps nothing."""
+    import os
+    import threading
+
+    from chain import raster
+    from chain.errors import InputError
+
+    grid = GridSpec(CRS.from_epsg(32631).to_wkt(), (10, 0, 500000, 0, -10, 4000000), 8, 8)
+    real_open = rasterio.open
+
+    def write(path, value, mtime=None):
+        with real_open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="int16", crs=grid.crs,
+                           transform=grid.affine) as dst:
+            dst.write(np.full((1, 8, 8), value, np.int16))
+        if mtime is not None:
+            os.utime(path, ns=(mtime, mtime))
+
+    monkeypatch.setattr(raster, "_open", threading.local())
+    monkeypatch.setattr(raster, "OPEN_DATASETS", 2)
+    paths = [tmp_path / f"b{i}.tif" for i in range(3)]
+    for i, p in enumerate(paths):
+        write(p, i + 1)
+    opens = []
+    monkeypatch.setattr(rasterio, "open", lambda p, *a, **k: opens.append(str(p)) or real_open(p, *a, **k))
+    win = Window(0, 0, 8, 8)
+    assert read_on_grid(paths[0], grid, win)[0, 0] == 1 and read_on_grid(paths[0], grid, win)[0, 0] == 1
+    assert opens == [str(paths[0])]  # opened once
+    write(paths[0], 7, mtime=10**18)  # rewritten: other size or time
+    assert read_on_grid(paths[0], grid, win)[0, 0] == 7 and len(opens) == 2
+    kept = list(raster._open.datasets.values())
+    read_on_grid(paths[1], grid, win)
+    read_on_grid(paths[2], grid, win)
+    assert len(raster._open.datasets) == 2 and kept[-1].closed  # beyond the bound: the oldest closed
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(read_on_grid(paths[1], grid, win)[0, 0]))
+    worker.start()
+    worker.join()
+    assert seen == [2] and opens[-1] == str(paths[1])  # another thread opens its own
+    paths[2].write_bytes(paths[2].read_bytes()[:300])  # truncated: a clear error, and the file is not kept open
+    with pytest.raises(InputError, match="b2.tif"):
+        read_on_grid(paths[2], grid, win)
+    assert all(key[0] != str(paths[2]) or key[1] != 300 for key in raster._open.datasets)
