@@ -88,16 +88,44 @@ def _open_bound() -> int:
     return 1024 if soft == resource.RLIM_INFINITY else max(16, min(1024, soft // 4))
 
 
-OPEN_DATASETS = _open_bound()
+OPEN_DATASETS = _open_bound()  # for the whole process, all threads together
 _open = threading.local()
+_slots = threading.Lock()
+_kept = 0
+
+
+class _Kept(OrderedDict):
+    """A thread's open files; their slots are given back when the thread ends (dask may retire its threads)."""
+
+    def __del__(self) -> None:
+        try:
+            _give_back(len(self))
+        except Exception:  # pragma: no cover - the interpreter shutting down: nothing left to count
+            pass
+
+
+def _take_slot() -> bool:
+    global _kept
+    with _slots:
+        if _kept < OPEN_DATASETS:
+            _kept += 1
+            return True
+        return False
+
+
+def _give_back(n: int) -> None:
+    global _kept
+    with _slots:
+        _kept -= n
 
 
 @contextmanager
 def opened(path: Path | str) -> Iterator[rasterio.DatasetReader]:
     """``path`` opened, or still open from this thread's last read of the same file (same size and modification
     time): a tile of a long series reads hundreds of files, each opened again for every tile before (~1.2 ms an
-    open, 5-10 % of reading a 512² window). Least recently used files are closed beyond ``OPEN_DATASETS``; a GDAL
-    path that is not a local file (/vsicurl/, ...) is opened each time."""
+    open, 5-10 % of reading a 512² window; and GDAL drops a file's cached blocks when it is closed). At most
+    ``OPEN_DATASETS`` files are kept open in the process: a thread short of room closes its least recently used
+    file, or keeps none. A GDAL path that is not a local file (/vsicurl/, ...) is opened each time."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):
@@ -105,20 +133,26 @@ def opened(path: Path | str) -> Iterator[rasterio.DatasetReader]:
             yield src
         return
     key = (str(path), st.st_size, st.st_mtime_ns)
-    cache: OrderedDict[tuple[str, int, int], Any] | None = getattr(_open, "datasets", None)
+    cache: _Kept | None = getattr(_open, "datasets", None)
     if cache is None:
-        cache = _open.datasets = OrderedDict()
+        cache = _open.datasets = _Kept()
     src = cache.pop(key, None)
+    fresh = src is None
     if src is None:
         src = rasterio.open(path)
     try:
         yield src
     except BaseException:
         src.close()  # not kept after a failed read
+        if not fresh:
+            _give_back(1)
         raise
+    if fresh and not _take_slot():
+        if not cache:  # every slot held by other threads
+            src.close()
+            return
+        cache.popitem(last=False)[1].close()  # its slot goes to this file
     cache[key] = src
-    while len(cache) > OPEN_DATASETS:
-        cache.popitem(last=False)[1].close()
 
 
 def read_on_grid(

@@ -91,7 +91,8 @@ def test_finite_everywhere_in_either_layout(pixel_major_layout):
 
 def test_read_files_stay_open_per_thread_until_they_change(tmp_path, monkeypatch):
     """``read_on_grid`` keeps a file open for the thread's next read; a rewritten file is opened again (its new
-    values read), the least recently used files are closed beyond the bound, and a failed read keeps nothing."""
+    values read), the least recently used files are closed beyond the bound (for the whole process: a thread
+    finding every slot taken keeps nothing open), and a failed read keeps nothing."""
     import os
     import threading
 
@@ -109,6 +110,7 @@ def test_read_files_stay_open_per_thread_until_they_change(tmp_path, monkeypatch
             os.utime(path, ns=(mtime, mtime))
 
     monkeypatch.setattr(raster, "_open", threading.local())
+    monkeypatch.setattr(raster, "_kept", 0)
     monkeypatch.setattr(raster, "OPEN_DATASETS", 2)
     paths = [tmp_path / f"b{i}.tif" for i in range(3)]
     for i, p in enumerate(paths):
@@ -124,12 +126,19 @@ def test_read_files_stay_open_per_thread_until_they_change(tmp_path, monkeypatch
     read_on_grid(paths[1], grid, win)
     read_on_grid(paths[2], grid, win)
     assert len(raster._open.datasets) == 2 and kept[-1].closed  # beyond the bound: the oldest closed
+    assert raster._kept == 2
     seen = []
-    worker = threading.Thread(target=lambda: seen.append(read_on_grid(paths[1], grid, win)[0, 0]))
+    worker = threading.Thread(target=lambda: seen.extend(read_on_grid(paths[1], grid, win)[0, 0] for _ in range(2)))
+    n = len(opens)
     worker.start()
     worker.join()
-    assert seen == [2] and opens[-1] == str(paths[1])  # another thread opens its own
+    # another thread opens its own; both slots are the main thread's: it keeps nothing open (opens twice)
+    assert seen == [2, 2] and opens[n:] == [str(paths[1])] * 2 and raster._kept == 2
     paths[2].write_bytes(paths[2].read_bytes()[:300])  # truncated: a clear error, and the file is not kept open
     with pytest.raises(InputError, match="b2.tif"):
         read_on_grid(paths[2], grid, win)
     assert all(key[0] != str(paths[2]) or key[1] != 300 for key in raster._open.datasets)
+    assert raster._kept == len(raster._open.datasets)
+    for src in raster._open.datasets.values():
+        src.close()
+    raster._open.datasets.clear()  # nothing of this test's left in the process's count
