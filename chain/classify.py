@@ -42,14 +42,18 @@ def encode(classes: np.ndarray, proba: np.ndarray, with_proba: bool) -> tuple[np
     return labels, conf, (np.rint(proba * 100).astype(np.uint8) if with_proba else None)
 
 
+def flat_block(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A (F, h, w) block as the compiled forest reads it, in its own memory layout (no transposed copy): (h * w, F)
+    and True when pixel-major, else (F, h * w) and False."""
+    pixels = pixel_major(values)
+    return (pixels, True) if pixels is not None else (values.reshape(values.shape[0], -1), False)
+
+
 def predict_proba_block(model: Any, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Probabilities (n valid, K) of the ``valid`` pixels of a (F, h, w) block."""
-    if isinstance(model, forest.FastForest):
-        # the compiled forest reads the block in its own layout (no transposed copy); nodata pixels are dropped after
-        pixels = pixel_major(values)
-        if pixels is not None:
-            return model.predict_proba(pixels)[valid.ravel()]
-        return model.predict_proba_features_major(values.reshape(values.shape[0], -1))[valid.ravel()]
+    if isinstance(model, forest.FastForest):  # nodata pixels are dropped after the walk
+        X, pixels = flat_block(values)
+        return (model.predict_proba(X) if pixels else model.predict_proba_features_major(X))[valid.ravel()]
     X = values[:, valid].T
     parts = [np.asarray(model.predict_proba(X[s:s + _CHUNK])) for s in range(0, len(X), _CHUNK)]
     return np.concatenate(parts) if parts else np.empty((0, len(model.classes_)))
@@ -178,10 +182,7 @@ def forests_together(tile: Tile, cat: Catalog, spec: FeatureSpec, folders: list[
     valid = block.mappable()
     if not valid.any():
         return {}
-    X = pixel_major(block.values)
-    pixels = X is not None
-    if X is None:
-        X = block.values.reshape(block.values.shape[0], -1)
+    X, pixels = flat_block(block.values)
     keep = valid.ravel()
     k_max = max(len(ff.classes_) for _, ff, _ in fast)
     per_group = max(1, STACK_BYTES // (keep.size * k_max * 8))

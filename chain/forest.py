@@ -308,12 +308,13 @@ class ForestStack:
 
 
 def stack(forests: list[CompiledForest]) -> ForestStack:
-    """One ``ForestStack`` of ``forests`` (their nodes widened when one of them, or their sum, needs it)."""
+    """One ``ForestStack`` of ``forests`` (their nodes widened when one of them needs it; ``left`` counts from each
+    tree's root and the roots are int64, so the stack's size never does)."""
     wide = any(f.nodes.dtype == WIDE for f in forests)
     k_max = max(f.value.shape[1] for f in forests)
     nodes, values, roots, offset = [], [], [], 0
     for f in forests:
-        nodes.append(f.nodes.astype(WIDE) if wide else f.nodes)  # ``left`` counts from the tree's root: unchanged
+        nodes.append(f.nodes.astype(WIDE) if wide else f.nodes)
         v = np.zeros((len(f.nodes), k_max), np.float64)
         v[:, :f.value.shape[1]] = f.value
         values.append(v)

@@ -76,9 +76,9 @@ def pixel_major(values: np.ndarray) -> np.ndarray | None:
 
 
 def _open_bound() -> int:
-    """Files kept open per thread between reads: every file of a tile's series when the limit on open files allows
-    (a year of S2, ~40 dates x 11 files, must fit: cycling through more files than the bound would reopen every
-    one), a quarter of that limit at most."""
+    """Files kept open between reads, by all the process's threads together: every file of a tile's series when the
+    limit on open files allows (a year of S2, ~40 dates x 11 files, must fit: cycling through more files than the
+    bound would reopen every one), a quarter of that limit at most."""
     try:
         import resource
 

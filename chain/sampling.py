@@ -48,13 +48,6 @@ class Samples:
     col: np.ndarray  # (n,) int32
     n_valid: np.ndarray  # (n,) uint16, clear dates of the pixel
 
-    def to_npz(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in ("X", "poly_id", "code", "row", "col", "n_valid")}
-
-    @classmethod
-    def from_npz(cls, z: dict[str, np.ndarray]) -> Samples:
-        return cls(*(np.asarray(z[k]) for k in ("X", "poly_id", "code", "row", "col", "n_valid")))
-
     @classmethod
     def concat(cls, parts: list[Samples], n_features: int) -> Samples:
         if not parts:
@@ -181,10 +174,14 @@ class TileRows:
         if which.ndim == 0:
             return self[which[None]][0]
         out = np.empty((len(which), self.shape[1]), np.float32)
-        t, r = self.tile[which], self.row[which]
-        for i in np.unique(t):
-            sel = np.flatnonzero(t == i)
-            out[sel] = self._map(int(i))[r[sel]]
+        if not len(which):
+            return out
+        t = self.tile[which]
+        by_tile = np.argsort(t, kind="stable")  # one sort, not one scan of the selection per tile
+        starts = np.r_[0, np.flatnonzero(np.diff(t[by_tile])) + 1, len(t)]
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            sel = by_tile[a:b]
+            out[sel] = self._map(int(t[sel[0]]))[self.row[which[sel]]]
         return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -243,13 +240,6 @@ def select_run(samples: Samples, split: pd.DataFrame, run: int, part: str,
             kept.append(where)
         idx = np.concatenate(kept) if kept else idx
     return samples.take(idx)
-
-
-def save_samples(path: Any, samples: Samples) -> None:
-    from chain.atomic import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **samples.to_npz())  # type: ignore[arg-type]
 
 
 def sample_tile(tile: Tile, cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, cap: int | None, seed: int,
