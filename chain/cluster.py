@@ -8,15 +8,24 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import rasterio
 from dask.distributed import Client, LocalCluster, as_completed
 
 from chain.config import ClusterConfig
 from chain.errors import ChainError, ConfigError, StepError
-from chain.grid import Tile
 from chain.log import Progress
+
+
+class Unit(Protocol):
+    """What ``map_tiles`` maps over: a grid tile, or any unit of work with an ``id`` (a file to copy)."""
+
+    @property
+    def id(self) -> str: ...
+
+
+U = TypeVar("U", bound=Unit)
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +166,7 @@ def _close_quietly(client: Any, cluster: Any) -> None:
                 pass
 
 
-def _with_gdal_env(fn: Callable[..., Any], gdal_cache_mb: int, tile: Tile, *args: Any) -> Any:
+def _with_gdal_env(fn: Callable[..., Any], gdal_cache_mb: int, tile: Unit, *args: Any) -> Any:
     # GDAL's block cache dominates memory on wide stacks: bound it in every worker
     import os
 
@@ -175,7 +184,7 @@ def _with_gdal_env(fn: Callable[..., Any], gdal_cache_mb: int, tile: Tile, *args
     raise failed  # outside the handler: no new context is attached
 
 
-def _log_spread(client: Client, futures: list[Any], desc: str, counts: dict[str, Any]) -> None:
+def _log_spread(client: Client, futures: list[Any], desc: str, counts: dict[str, Any], unit: str = "tile") -> None:
     """Which worker computed how many tiles (where each result lives): the work must spread over the workers
     (a cluster's jobs included); a line in the log, and ``counts["workers"]``."""
     try:
@@ -185,7 +194,7 @@ def _log_spread(client: Client, futures: list[Any], desc: str, counts: dict[str,
     spread = Counter(addrs[0] for addrs in where.values() if addrs)
     counts["workers"] = dict(spread)
     if len(futures) > 1:
-        log.info("%s: %d tile(s) computed on %d worker(s): %s", desc, len(futures), len(spread),
+        log.info("%s: %d %s(s) computed on %d worker(s): %s", desc, len(futures), unit, len(spread),
                  ", ".join(str(n) for n in sorted(spread.values(), reverse=True)))
 
 
@@ -193,11 +202,12 @@ def map_tiles(
     client: Client,
     cfg: ClusterConfig,
     fn: Callable[..., Any],
-    tiles: Sequence[Tile],
+    tiles: Sequence[U],
     *args: Any,
-    is_done: Callable[[Tile], bool],
+    is_done: Callable[[U], bool],
     key: str,
     desc: str,
+    unit: str = "tile",
 ) -> dict[str, Any]:
     """Run ``fn(tile, *args)`` for each tile not ``is_done``; every tile writes its own atomic outputs.
 
@@ -215,12 +225,12 @@ def map_tiles(
         for t in todo
     ]
     try:
-        with Progress(len(todo), desc, log) as bar:
+        with Progress(len(todo), desc, log, unit=unit) as bar:
             for fut in as_completed(futures):
                 fut.result()
                 counts["computed"] += 1
                 bar.update()
-        _log_spread(client, futures, desc, counts)
+        _log_spread(client, futures, desc, counts, unit)
     finally:
         for f in futures:
             if not f.done():

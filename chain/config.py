@@ -48,6 +48,9 @@ class Inputs(Section):
 
     model_config = ConfigDict(extra="allow", frozen=True)  # the source sections, validated by parse()
     reference: ReferenceInput
+    # files slow to read tile by tile (strips as wide as the image, large JPEG 2000 tiles) copied once as tiled
+    # GeoTIFFs by ingest (auto), every file (always) or none (never): chain.tiled_copies
+    tiled_copies: Literal["auto", "always", "never"] = "auto"
 
     def sources(self) -> dict[str, Section]:
         """The configured source sections, by source name."""
@@ -364,7 +367,7 @@ def parse(data: Any, source: Path | None = None, base_dir: Path | None = None) -
     named_a_source = False  # when every source section is wrong, "give at least one image input" would only confuse
     if isinstance(inputs, dict):
         inputs = dict(inputs)
-        for name in [k for k in inputs if k != "reference"]:
+        for name in [k for k in inputs if k not in Inputs.model_fields]:  # reference, tiled_copies
             value = inputs.pop(name)
             if value is None:  # an emptied optional block
                 continue

@@ -31,6 +31,11 @@ class Paths:
     def classes(self) -> Path:
         return self.root / "ingest" / "classes.json"
 
+    @property
+    def tiled_copies(self) -> Path:
+        """Tiled copies of the inputs slow to read tile by tile (``inputs.tiled_copies``); the catalogue names them."""
+        return self.root / "ingest" / "tiled"
+
     # ---- gapfill, features ------------------------------------------------------------------------
     @property
     def dates(self) -> Path:

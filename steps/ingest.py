@@ -1,4 +1,5 @@
-"""ingest: discover every input source and the reference polygons, define the grid, record the catalogue."""
+"""ingest: discover every input source and the reference polygons, define the grid, record the catalogue; inputs slow
+to read tile by tile get tiled copies, which the catalogue names (``chain.tiled_copies``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class IngestParams(StepParams):
 
 class Ingest(Step):
     name = "ingest"
-    version = "5"
+    version = "6"
     Params = IngestParams
 
     def check(self, ctx: Context) -> None:
@@ -31,14 +32,18 @@ class Ingest(Step):
 
     def outputs(self, ctx: Context) -> list[Path]:
         p = ctx.paths
-        return [p.catalog, p.reference, p.classes]
+        return [p.catalog, p.reference, p.classes, p.tiled_copies]
 
     def run(self, ctx: Context) -> None:
-        from chain import vector
+        from chain import tiled_copies, vector
 
         cat, polys = products.preflight(ctx)
         p = ctx.paths
-        write_json(p.catalog, cat.to_dict())
+        copies = tiled_copies.make_copies(ctx, cat, ctx.cfg.inputs.tiled_copies, p.tiled_copies)
+        doc = cat.to_dict()
+        if copies:  # the readers open the copies; the originals stay the inputs (fingerprinted, named in the report)
+            doc = {**tiled_copies.redirect(doc, copies), "tiled_copies": {c: o for o, c in copies.items()}}
+        write_json(p.catalog, doc)
         with atomic_path(p.reference) as tmp:
             polys.to_file(tmp, driver="GPKG", layer="reference", engine="pyogrio")
         # the reference's names; the config's names and colours are laid over them where they are used
