@@ -1,8 +1,9 @@
 """The catalogue: the reference grid, the area of interest, and what each input source found.
 
 Building it is discovery: each source configured under ``inputs:`` finds its files and checks their
-headers (cheap), so it doubles as the input check that runs before any heavy work. Nothing is
-copied: readers go back to the original files. Without grid settings, the grid is the one of the
+headers (cheap), so it doubles as the input check that runs before any heavy work. Readers go back to
+the original files, except those slow to read tile by tile, which ingest copies as tiled GeoTIFFs (the catalogue
+written by ingest names the copies: ``chain.tiled_copies``). Without grid settings, the grid is the one of the
 source of lowest ``grid_rank`` (Sentinel-2's first 10 m band, ...), widened to cover all its products.
 """
 
