@@ -159,27 +159,37 @@ def copy_file(job: CopyJob) -> None:
                 dst.write(src.read(window=win), window=win)
 
 
+def plan(cat: Catalog, mode: str, folder: Path) -> tuple[dict[str, float], list[CopyJob], list[CopyJob], int]:
+    """The files to copy with their window costs, every copy job, those not done yet and the bytes they need; a clear
+    error, before anything is written, when the disk holding ``folder`` lacks the room (``chain validate`` too)."""
+    from chain.errors import ConfigError
+
+    costs = wanted(cat.files(), cat.grid, mode)
+    jobs = [CopyJob(f"{i:05d}", p, str(folder / copy_name(p))) for i, p in enumerate(costs)]
+    todo = [j for j in jobs if not Path(j.target).exists()]
+    need = sum(_size(j.source) for j in todo)
+    if todo:
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        if need * 1.25 > free:  # ZSTD copies of DEFLATE files are about the same size; raw copies the same
+            raise ConfigError(
+                f"inputs.tiled_copies: {len(todo)} input file(s) are slow to read by tiles and would be copied as tiled "
+                f"GeoTIFFs into {folder} (about {need / 2**30:.1f} GiB), but only {free / 2**30:.1f} GiB are free there; free "
+                "some space, move the workdir, or set inputs.tiled_copies: never to read them in place (slower)")
+    return costs, jobs, todo, need
+
+
 def make_copies(ctx: Any, cat: Catalog, mode: str, folder: Path) -> dict[str, str]:
     """Copy the catalogue's files that ``mode`` selects into ``folder`` (the cluster's workers in parallel, resuming:
     a copy already there is complete, being written atomically); {original: copy}."""
     import time
 
     from chain.cluster import map_tiles
-    from chain.errors import ConfigError
 
-    costs = wanted(cat.files(), cat.grid, mode)
+    costs, jobs, todo, need = plan(cat, mode, folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not costs:
         return {}
-    jobs = [CopyJob(f"{i:05d}", p, str(folder / copy_name(p))) for i, p in enumerate(costs)]
-    todo = [j for j in jobs if not Path(j.target).exists()]
-    need = sum(_size(j.source) for j in todo)
-    free = shutil.disk_usage(folder).free
-    if need * 1.25 > free:  # ZSTD copies of DEFLATE files are about the same size; raw copies the same
-        raise ConfigError(
-            f"inputs.tiled_copies: {len(todo)} input file(s) are slow to read by tiles and would be copied as tiled GeoTIFFs "
-            f"into {folder} (about {need / 2**30:.1f} GiB), but only {free / 2**30:.1f} GiB are free there; free some space, "
-            "move the workdir, or set inputs.tiled_copies: never to read them in place (slower)")
     slow = [c for c in costs.values() if c >= MAX_COST]
     why = (f"{len(slow)} would decode up to {max(slow):.0f}x the pixels of each {WINDOW_PX}² tile read (strips or large "
            "blocks)" if slow else "inputs.tiled_copies: always")

@@ -23,7 +23,13 @@ class Ingest(Step):
     Params = IngestParams
 
     def check(self, ctx: Context) -> None:
-        products.preflight(ctx)
+        from chain import tiled_copies
+        from chain.runner import read_record
+
+        cat, _ = products.preflight(ctx)
+        rec = read_record(ctx.workdir, self.name)
+        if rec is None or rec.get("status") != "done":  # room for the copies, before anything runs (headers: ~1.5 ms a file)
+            tiled_copies.plan(cat, ctx.cfg.inputs.tiled_copies, ctx.paths.tiled_copies)
 
     def external_inputs(self, ctx: Context) -> list[str]:
         cat, _ = products.preflight(ctx)

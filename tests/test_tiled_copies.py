@@ -129,10 +129,12 @@ def test_the_chain_reading_tiled_copies_makes_the_same_maps_and_recopies_a_lost_
     assert _map_hashes(copied.workdir) == maps
 
 
-def test_no_room_for_the_copies_is_a_clear_error_before_any_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_room_for_the_copies_is_a_clear_error_before_any_is_written(tiny_scene: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from chain.errors import ConfigError
+    from chain.errors import ChainError, ConfigError
+    from chain.runner import check
 
     band = tmp_path / "strips.tif"
     _write(band, (64, 2048), 10.0, compress="deflate")
@@ -140,4 +142,9 @@ def test_no_room_for_the_copies_is_a_clear_error_before_any_is_written(tmp_path:
     monkeypatch.setattr(tiled_copies.shutil, "disk_usage", lambda p: SimpleNamespace(free=1000))
     with pytest.raises(ConfigError, match="inputs.tiled_copies: never"):
         tiled_copies.make_copies(None, cat, "auto", tmp_path / "tiled")  # type: ignore[arg-type]
-    assert not list((tmp_path / "tiled").iterdir())
+    assert not (tmp_path / "tiled").exists()
+    # chain validate says it too, before anything runs
+    cfg = config.load(tiny_config(tiny_scene, tmp_path / "validate", inputs={"tiled_copies": "always"}))
+    with pytest.raises(ChainError, match="GiB are free there"):
+        check(cfg)
+    assert not (cfg.workdir / "ingest").exists()
