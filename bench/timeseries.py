@@ -4,7 +4,9 @@ A generated Sentinel-2-like series (36 dates x 10 bands, the 10 m and 20 m bands
 a cloud mask per date, ~30 % cloudy pixels), 5 runs of 30/70 and a Random Forest of 100 trees. Printed, per scene
 size: every step's time, the end-to-end Mpx/s, the peak RSS (this process and its workers), and the **read floor**:
 the time to read every band and mask file of the series once with rasterio, on the same number of processes. Also
-the classify step with 5 runs against 1 run (the one-pass-per-tile target: <= 1.3x).
+the classify step with 5 runs against 1 run (the one-pass-per-tile target: <= 1.3x). The generated files are strips
+(GDAL's default layout): ingest makes tiled copies of them (``inputs.tiled_copies: auto``, its time is ingest's);
+the floor reads the originals.
 
 The base scene is generated once (``--data`` keeps it between invocations); larger scenes repeat it k x k times
 through VRT mosaics (bench/classify.py's ``scene_of``): the same files, so reading them is the same work per pixel.
