@@ -53,11 +53,13 @@ def test_files_whose_tile_reads_decode_many_more_pixels_are_the_ones_copied(tmp_
     assert tiled_copies.wanted(paths, grid, "never") == {}
     assert sorted(tiled_copies.wanted(paths, grid, "always")) == sorted(paths)
     # the rule itself: a full-width Sentinel-2 strip decodes 10980/512 x a tile; JPEG 2000 tiles of 1024 px 4x
-    s2 = tiled_copies.Layout(10980, 10980, (1, 10980), 10.0, "GTiff", True)
+    s2 = tiled_copies.Layout(10980, 10980, (1, 10980), 10.0)
     assert tiled_copies.window_cost(s2, 10.0) == pytest.approx(10980 / 512)
-    jp2 = tiled_copies.Layout(10980, 10980, (1024, 1024), 10.0, "JP2OpenJPEG", True)
+    jp2 = tiled_copies.Layout(10980, 10980, (1024, 1024), 10.0)
     assert tiled_copies.window_cost(jp2, 10.0) == pytest.approx(4.0)
-    cog = tiled_copies.Layout(10980, 10980, (512, 512), 10.0, "GTiff", True)
+    cog = tiled_copies.Layout(10980, 10980, (512, 512), 10.0)
+    s2_20m = tiled_copies.Layout(5490, 5490, (2, 5490), 20.0)  # a 20 m band: the tile is 256 of its pixels
+    assert tiled_copies.window_cost(s2_20m, 10.0) == pytest.approx(5490 / 256)
     assert tiled_copies.window_cost(cog, 10.0) == pytest.approx(1.0)
 
 
