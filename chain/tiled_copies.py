@@ -61,18 +61,23 @@ def window_cost(layout: Layout, grid_res: float) -> float:
     return along(layout.height, layout.block[0]) * along(layout.width, layout.block[1])
 
 
-COPIED_DRIVERS = ("GTiff", "JP2OpenJPEG")  # single georeferenced images; a DIMAP product or a VRT is read in place
+IMAGE_DRIVERS = ("GTiff", "JP2OpenJPEG")  # single georeferenced images; a DIMAP product is read in place
+
+
+def _usable(src: Any) -> bool:
+    """Georeferenced by its transform (RPCs or GCPs need their product's metadata: read in place)."""
+    return src.crs is not None and not src.gcps[0] and src.rpcs is None
 
 
 def layout_of(path: str, grid: GridSpec) -> Layout | None:
     """The file's size, block shape and pixel size in the grid's units; None when it is not a single georeferenced
-    GeoTIFF or JPEG 2000 image (RPCs or GCPs need their product's metadata: read in place) or GDAL cannot open it."""
+    GeoTIFF or JPEG 2000 image or GDAL cannot open it."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
     try:
         with rasterio.open(path) as src:
-            if src.driver not in COPIED_DRIVERS or src.crs is None or src.gcps[0] or src.rpcs is not None:
+            if src.driver not in IMAGE_DRIVERS or not _usable(src):
                 return None
             rows, cols = src.block_shapes[0]
             size = abs(src.transform.a)
@@ -86,28 +91,54 @@ def layout_of(path: str, grid: GridSpec) -> Layout | None:
         return None
 
 
+def vrt_sources(path: str) -> list[str] | None:
+    """The files a VRT mosaic reads (None: not a usable VRT); copying the VRT materialises what GDAL reads from it."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as src:
+            if src.driver != "VRT" or not _usable(src):
+                return None
+            return [f for f in src.files if os.path.abspath(f) != os.path.abspath(path)]
+    except (RasterioIOError, ValueError):
+        return None
+
+
+def file_cost(path: str, grid: GridSpec) -> float | None:
+    """``window_cost`` of an image; of a VRT mosaic, the dearest of its sources' (a tile reads from them)."""
+    lay = layout_of(path, grid)
+    if lay is not None:
+        return window_cost(lay, grid.res[0])
+    sources = vrt_sources(path)
+    if not sources:
+        return None
+    costs = [c for c in (file_cost(s, grid) for s in sources if s.lower().endswith((".tif", ".tiff", ".jp2"))) if c is not None]
+    return max(costs) if costs else None
+
+
 def wanted(paths: list[str], grid: GridSpec, mode: str) -> dict[str, float]:
     """The files to copy (``mode``: auto, always or never), each with its window cost."""
     if mode == "never":
         return {}
     out = {}
     for p in dict.fromkeys(paths):
-        lay = layout_of(p, grid)
-        if lay is None:
-            continue
-        cost = window_cost(lay, grid.res[0])
-        if mode == "always" or cost >= MAX_COST:
+        cost = file_cost(p, grid)
+        if cost is not None and (mode == "always" or cost >= MAX_COST):
             out[p] = cost
     return out
 
 
 def copy_name(path: str) -> str:
-    """A name for the copy of ``path``: its stem and a digest of where it is and which version (size, mtime)."""
-    try:
-        st = os.stat(path)
-        key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
-    except OSError:  # a GDAL path (/vsizip/...): its text
-        key = path
+    """A name for the copy of ``path``: its stem and a digest of where it is and which version (size, mtime; of a
+    VRT's sources too)."""
+    key = ""
+    for p in [path, *(vrt_sources(path) or [])]:
+        try:
+            st = os.stat(p)
+            key += f"{os.path.realpath(p)}|{st.st_size}|{st.st_mtime_ns};"
+        except OSError:  # a GDAL path (/vsizip/...): its text
+            key += p + ";"
     stem = Path(path.split("!")[-1]).stem or "file"
     return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.tif"
 

@@ -30,6 +30,19 @@ def _write(path: Path, shape: tuple[int, int], res: float, count: int = 1, dtype
     return data
 
 
+def _vrt_side_by_side(src: Path, dst: Path) -> Path:
+    """A VRT mosaic of ``src`` twice, side by side (as a user mosaics neighbouring files)."""
+    with rasterio.open(src) as ds:
+        w, h, t, wkt = ds.width, ds.height, ds.transform, ds.crs.to_wkt()
+    sources = "".join(f'<SimpleSource><SourceFilename relativeToVRT="0">{src}</SourceFilename><SourceBand>1</SourceBand>'
+                      f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/><DstRect xOff="{x}" yOff="0" xSize="{w}" ySize="{h}"/>'
+                      "</SimpleSource>" for x in (0, w))
+    dst.write_text(f'<VRTDataset rasterXSize="{2 * w}" rasterYSize="{h}"><SRS>{wkt}</SRS><GeoTransform>{t.c}, {t.a}, 0, {t.f}, 0, '
+                   f'{t.e}</GeoTransform><VRTRasterBand dataType="Int16" band="1"><NoDataValue>-10000</NoDataValue>{sources}'
+                   "</VRTRasterBand></VRTDataset>")
+    return dst
+
+
 def _grid(res: float, width: int, height: int) -> GridSpec:
     return GridSpec(rasterio.crs.CRS.from_string(CRS).to_wkt(), (res, 0.0, 300000.0, 0.0, -res, 7600000.0), width, height)
 
@@ -52,6 +65,14 @@ def test_files_whose_tile_reads_decode_many_more_pixels_are_the_ones_copied(tmp_
     assert costs[str(coarse)] == pytest.approx(4.0)
     assert tiled_copies.wanted(paths, grid, "never") == {}
     assert sorted(tiled_copies.wanted(paths, grid, "always")) == sorted(paths)
+    # a VRT mosaic costs what its dearest source costs; its copy materialises what GDAL reads from it
+    vrt_strips, vrt_tiled = _vrt_side_by_side(strips, tmp_path / "m1.vrt"), _vrt_side_by_side(tiled, tmp_path / "m2.vrt")
+    assert list(tiled_copies.wanted([str(vrt_strips), str(vrt_tiled)], grid, "auto")) == [str(vrt_strips)]
+    job = tiled_copies.CopyJob("v", str(vrt_strips), str(tmp_path / tiled_copies.copy_name(str(vrt_strips))))
+    tiled_copies.copy_file(job)
+    with rasterio.open(vrt_strips) as a, rasterio.open(job.target) as b:
+        np.testing.assert_array_equal(b.read(), a.read())
+        assert (b.driver, b.block_shapes[0], b.transform, b.nodata) == ("GTiff", (256, 256), a.transform, a.nodata)
     # the rule itself: a full-width Sentinel-2 strip decodes 10980/512 x a tile; JPEG 2000 tiles of 1024 px 4x
     s2 = tiled_copies.Layout(10980, 10980, (1, 10980), 10.0)
     assert tiled_copies.window_cost(s2, 10.0) == pytest.approx(10980 / 512)
