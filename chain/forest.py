@@ -17,6 +17,7 @@ or feature-major (features, n), copied pixel-major block by block. Results equal
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ except ImportError:  # pragma: no cover - numba is a dependency; classify falls 
     numba = None  # type: ignore[assignment]
 
 BLOCK = 256  # pixels walked together through one tree
+LANES = 8  # class sums accumulated 8 at a time: leaf rows padded to a multiple of 8 (one 64-byte line), a constant
+# inner loop the compiler unrolls and vectorises (a 512² tile, 100 trees, 7 classes: 0.74 against 0.86 s)
 COMPACT_EVERY = 2  # levels walked between two compactions of the pixels still going
 
 
@@ -52,6 +55,18 @@ class CompiledForest:
     @property
     def threshold(self) -> np.ndarray:
         return self.nodes["threshold"]
+
+    @cached_property
+    def lanes(self) -> np.ndarray:
+        """``value`` with zero columns up to a multiple of ``LANES`` (what the kernels sum; the zeros add nothing)."""
+        return padded(self.value, self.value.shape[1])
+
+
+def padded(value: np.ndarray, k: int) -> np.ndarray:
+    """``value`` (n, <= k) in a C-contiguous float64 array of -(-k // LANES) * LANES zero-filled columns."""
+    out = np.zeros((len(value), -(-k // LANES) * LANES), np.float64)
+    out[:, :value.shape[1]] = value
+    return out
 
 
 def save(forest: CompiledForest, path: Path, source: str) -> None:
@@ -218,8 +233,10 @@ if numba is not None:
                 na = kept
             leaves = value[roots[t]:]
             for j in range(m):
-                for k in range(K):
-                    out[j, k] += leaves[cur[j], k]
+                leaf = cur[j]
+                for k0 in range(0, K, LANES):  # K is a multiple of LANES: a constant inner loop, vectorised
+                    for k in range(LANES):
+                        out[j, k0 + k] += leaves[leaf, k0 + k]
 
     @njit(cache=True, nogil=True)
     def _block(X, pixels, s, m):  # type: ignore[no-untyped-def]
@@ -269,13 +286,14 @@ def _run(forest: CompiledForest, X: np.ndarray, pixels: bool, threads: int | Non
     """``threads``: 1 runs serially (the caller runs several at once); None or more use numba's threads."""
     if numba is None:  # pragma: no cover
         raise RuntimeError("numba is not installed")
-    out = np.zeros((X.shape[0] if pixels else X.shape[1], forest.value.shape[1]), dtype=np.float64)
+    lanes = forest.lanes
+    out = np.zeros((X.shape[0] if pixels else X.shape[1], lanes.shape[1]), dtype=np.float64)
     kernel = _proba_sum_serial if threads == 1 else _proba_sum_parallel
     if threads and threads > 1:
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-    kernel(X, pixels, forest.nodes, forest.value, forest.roots, forest.depth, forest.first, out)
-    out /= forest.n_trees
-    return out
+    kernel(X, pixels, forest.nodes, lanes, forest.roots, forest.depth, forest.first, out)
+    K = forest.value.shape[1]
+    return out[:, :K] / forest.n_trees if K < lanes.shape[1] else out / forest.n_trees
 
 
 def predict_proba_features_major(forest: CompiledForest, Xf: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -315,9 +333,7 @@ def stack(forests: list[CompiledForest]) -> ForestStack:
     nodes, values, roots, offset = [], [], [], 0
     for f in forests:
         nodes.append(f.nodes.astype(WIDE) if wide else f.nodes)
-        v = np.zeros((len(f.nodes), k_max), np.float64)
-        v[:, :f.value.shape[1]] = f.value
-        values.append(v)
+        values.append(padded(f.value, k_max))
         roots.append(f.roots.astype(np.int64) + offset)
         offset += len(f.nodes)
     merged = CompiledForest(
@@ -336,8 +352,8 @@ def predict_proba_stacked(stacked: ForestStack, X: np.ndarray, pixel_major: bool
         raise RuntimeError("numba is not installed")
     X = np.ascontiguousarray(X, dtype=np.float32)
     f = stacked.forest
-    out = np.zeros((len(stacked.n_classes), X.shape[0] if pixel_major else X.shape[1], f.value.shape[1]), np.float64)
-    _proba_sum_stacked(X, pixel_major, f.nodes, f.value, f.roots, f.depth, f.first, stacked.bounds, out)
+    out = np.zeros((len(stacked.n_classes), X.shape[0] if pixel_major else X.shape[1], f.lanes.shape[1]), np.float64)
+    _proba_sum_stacked(X, pixel_major, f.nodes, f.lanes, f.roots, f.depth, f.first, stacked.bounds, out)
     return [out[i, :, :k] / n for i, (k, n) in enumerate(zip(stacked.n_classes, stacked.n_trees, strict=True))]
 
 
