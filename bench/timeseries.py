@@ -88,7 +88,8 @@ def bench_config(root: Path, scene: Path, name: str, runs: int, args: argparse.N
 
 
 S2_TILE_PX = 10980 ** 2
-TILED = ("sample", "cube", "classify", "regularize", "vectorize")  # one dask task per tile: spread over every worker
+# one dask task per tile (ingest: per input file copied) spread over every worker
+TILED = ("ingest", "sample", "cube", "classify", "regularize", "vectorize")
 
 
 def project(rows: list[dict], workers: int) -> None:
