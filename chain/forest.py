@@ -58,8 +58,12 @@ class CompiledForest:
 
     @cached_property
     def lanes(self) -> np.ndarray:
-        """``value`` with zero columns up to a multiple of ``LANES`` (what the kernels sum; the zeros add nothing)."""
-        return padded(self.value, self.value.shape[1])
+        """``value`` with zero columns up to a multiple of ``LANES`` (what the kernels sum; the zeros add nothing); a
+        stack's values are already so (``stack`` pads them): used as they are, not copied again."""
+        v = self.value
+        if v.shape[1] % LANES == 0 and v.dtype == np.float64 and v.flags.c_contiguous:
+            return v
+        return padded(v, v.shape[1])
 
 
 def padded(value: np.ndarray, k: int) -> np.ndarray:

@@ -69,71 +69,67 @@ def _usable(src: Any) -> bool:
     return src.crs is not None and not src.gcps[0] and src.rpcs is None
 
 
-def layout_of(path: str, grid: GridSpec) -> Layout | None:
-    """The file's size, block shape and pixel size in the grid's units; None when it is not a single georeferenced
-    GeoTIFF or JPEG 2000 image or GDAL cannot open it."""
+def _inspect(path: str, grid: GridSpec | None) -> tuple[Layout | None, list[str] | None]:
+    """One open: an image's layout (size, blocks, pixel size in the grid's units), or the files a VRT mosaic reads;
+    (None, None) for anything else (DIMAP, RPCs or GCPs, unreadable): read in place."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
     try:
         with rasterio.open(path) as src:
-            if src.driver not in IMAGE_DRIVERS or not _usable(src):
-                return None
-            rows, cols = src.block_shapes[0]
+            if not _usable(src):
+                return None, None
+            if src.driver == "VRT":
+                return None, [f for f in src.files if os.path.abspath(f) != os.path.abspath(path)]
+            if src.driver not in IMAGE_DRIVERS or grid is None:
+                return None, None
             size = abs(src.transform.a)
             if grid.crs is not None and src.crs != grid.crs:
                 from rasterio.warp import transform_bounds
 
                 left, _, right, _ = transform_bounds(src.crs, grid.crs, *src.bounds)
                 size = (right - left) / src.width
-            return Layout(src.width, src.height, (rows, cols), size)
+            return Layout(src.width, src.height, tuple(src.block_shapes[0]), size), None
     except (RasterioIOError, ValueError):
-        return None
+        return None, None
 
 
-def vrt_sources(path: str) -> list[str] | None:
-    """The files a VRT mosaic reads (None: not a usable VRT); copying the VRT materialises what GDAL reads from it."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
-
-    try:
-        with rasterio.open(path) as src:
-            if src.driver != "VRT" or not _usable(src):
-                return None
-            return [f for f in src.files if os.path.abspath(f) != os.path.abspath(path)]
-    except (RasterioIOError, ValueError):
-        return None
-
-
-def file_cost(path: str, grid: GridSpec) -> float | None:
-    """``window_cost`` of an image; of a VRT mosaic, the dearest of its sources' (a tile reads from them)."""
-    lay = layout_of(path, grid)
-    if lay is not None:
-        return window_cost(lay, grid.res[0])
-    sources = vrt_sources(path)
+def _cost(path: str, grid: GridSpec) -> tuple[float | None, list[str]]:
+    """``window_cost`` of an image; of a VRT mosaic, the dearest of its sources' (a tile reads from them), and the
+    sources (a VRT's copy materialises what GDAL reads from it)."""
+    layout, sources = _inspect(path, grid)
+    if layout is not None:
+        return window_cost(layout, grid.res[0]), []
     if not sources:
-        return None
-    costs = [c for c in (file_cost(s, grid) for s in sources if s.lower().endswith((".tif", ".tiff", ".jp2"))) if c is not None]
-    return max(costs) if costs else None
+        return None, []
+    costs = [c for c in (_cost(s, grid)[0] for s in sources if s.lower().endswith((".tif", ".tiff", ".jp2"))) if c is not None]
+    return (max(costs) if costs else None), sources
 
 
-def wanted(paths: list[str], grid: GridSpec, mode: str) -> dict[str, float]:
-    """The files to copy (``mode``: auto, always or never), each with its window cost."""
+def survey(paths: list[str], grid: GridSpec, mode: str) -> dict[str, tuple[float, list[str]]]:
+    """The files to copy (``mode``: auto, always or never), each with its window cost and (a VRT) its sources."""
     if mode == "never":
         return {}
     out = {}
     for p in dict.fromkeys(paths):
-        cost = file_cost(p, grid)
+        cost, sources = _cost(p, grid)
         if cost is not None and (mode == "always" or cost >= MAX_COST):
-            out[p] = cost
+            out[p] = (cost, sources)
     return out
 
 
-def copy_name(path: str) -> str:
+def wanted(paths: list[str], grid: GridSpec, mode: str) -> dict[str, float]:
+    """The files to copy (``mode``: auto, always or never), each with its window cost."""
+    return {p: cost for p, (cost, _) in survey(paths, grid, mode).items()}
+
+
+def copy_name(path: str, sources: list[str] | None = None) -> str:
     """A name for the copy of ``path``: its stem and a digest of where it is and which version (size, mtime; of a
-    VRT's sources too)."""
+    VRT's sources too: given, or found by opening it)."""
     key = ""
-    for p in [path, *(vrt_sources(path) or [])]:
+    if sources is None:
+        sources = _inspect(path, None)[1] or []
+    for p in [path, *sources]:
         try:
             st = os.stat(p)
             key += f"{os.path.realpath(p)}|{st.st_size}|{st.st_mtime_ns};"
@@ -189,13 +185,18 @@ def copy_file(job: CopyJob) -> None:
                 dst.write(src.read(window=win), window=win)
 
 
-def plan(cat: Catalog, mode: str, folder: Path) -> tuple[dict[str, float], list[CopyJob], list[CopyJob], int]:
+def plan(ctx: Any, cat: Catalog, mode: str, folder: Path) -> tuple[dict[str, float], list[CopyJob], list[CopyJob], int]:
     """The files to copy with their window costs, every copy job, those not done yet and the bytes they need; a clear
-    error, before anything is written, when the disk holding ``folder`` lacks the room (``chain validate`` too)."""
+    error, before anything is written, when the disk holding ``folder`` lacks the room (``chain validate`` too). The
+    files' survey (one open each) is made once per run (``ctx``: ingest's check, then its run)."""
     from chain.errors import ConfigError
 
-    costs = wanted(cat.files(), cat.grid, mode)
-    jobs = [CopyJob(f"{i:05d}", p, str(folder / copy_name(p))) for i, p in enumerate(costs)]
+    def make() -> dict[str, tuple[float, list[str]]]:
+        return survey(cat.files(), cat.grid, mode)
+
+    chosen = ctx.memo(f"tiled_copies:{mode}", make) if ctx is not None else make()
+    costs = {p: cost for p, (cost, _) in chosen.items()}
+    jobs = [CopyJob(f"{i:05d}", p, str(folder / copy_name(p, sources))) for i, (p, (_, sources)) in enumerate(chosen.items())]
     todo = [j for j in jobs if not Path(j.target).exists()]
     need = sum(_size(j.source) for j in todo)
     if todo:
@@ -216,7 +217,7 @@ def make_copies(ctx: Any, cat: Catalog, mode: str, folder: Path) -> dict[str, st
 
     from chain.cluster import map_tiles
 
-    costs, jobs, todo, need = plan(cat, mode, folder)
+    costs, jobs, todo, need = plan(ctx, cat, mode, folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not costs:
         return {}

@@ -29,7 +29,7 @@ class Ingest(Step):
         cat, _ = products.preflight(ctx)
         rec = read_record(ctx.workdir, self.name)
         if rec is None or rec.get("status") != "done":  # room for the copies, before anything runs (headers: ~1.5 ms a file)
-            tiled_copies.plan(cat, ctx.cfg.inputs.tiled_copies, ctx.paths.tiled_copies)
+            tiled_copies.plan(ctx, cat, ctx.cfg.inputs.tiled_copies, ctx.paths.tiled_copies)
 
     def external_inputs(self, ctx: Context) -> list[str]:
         cat, _ = products.preflight(ctx)
