@@ -68,6 +68,31 @@ def test_trees_of_more_than_65536_nodes_use_wide_nodes():
     np.testing.assert_array_equal(forest.FastForest(model).predict_proba(Xp).argmax(1), model.predict_proba(Xp).argmax(1))
 
 
+def test_pure_leaves_add_one_to_their_class_and_the_sums_keep_every_bit():
+    # fully grown trees (pure leaves) beside depth-limited ones (mixed leaves): the kernels add 1.0 for a pure
+    # leaf and the whole distribution for a mixed one; the sums must be those of every leaf's whole distribution
+    # added tree after tree, as scikit-learn's predict_proba adds them
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(3000, 8)).astype(np.float32)
+    y = np.digitize(X[:, 0] + 0.3 * rng.normal(size=len(X)), [-1, 0, 1])
+    Xp = rng.normal(size=(2000, 8)).astype(np.float32)
+    Xp[::13, 0] = np.nan
+    for depth in (None, 4):
+        model = RandomForestClassifier(15, max_depth=depth, random_state=0).fit(X, y)
+        f = forest.compile_forest(model)
+        leaf = np.isinf(f.threshold)
+        assert (f.pure[~leaf] == -1).all()
+        mixed = (f.pure[leaf] == -1).mean()
+        assert (mixed == 0.0) if depth is None else (0.0 < mixed < 1.0)
+        expected = np.zeros((len(Xp), len(model.classes_)))
+        for est in model.estimators_:  # tree after tree, each leaf's distribution (NaN goes left, as -3e38 does)
+            v = est.tree_.value[est.apply(np.nan_to_num(Xp, nan=-3e38)), 0, :]
+            expected += v / v.sum(axis=1, keepdims=True)
+        got = forest.predict_proba(f, Xp, 1)
+        np.testing.assert_array_equal(got, expected / len(model.estimators_))
+        np.testing.assert_array_equal(forest.predict_proba_features_major(f, np.ascontiguousarray(Xp.T), 2), got)
+
+
 def test_serial_and_parallel_kernels_and_both_layouts_agree():
     rng = np.random.default_rng(5)
     X = rng.normal(size=(4000, 12)).astype(np.float32)
