@@ -280,19 +280,8 @@ def test_merged_samples_equal_the_in_memory_merge_and_read_the_tiles_rows(tmp_pa
 def test_worker_processes_keep_glibcs_adaptive_malloc_and_dasks_other_settings(monkeypatch):
     # dask's nanny would set MALLOC_TRIM_THRESHOLD_, which freezes glibc's mmap threshold: every tile's arrays
     # would be faulted in again (chain.cluster.NO_TRIM); its one-thread settings for numpy's libraries stay
-    from chain.cluster import open_client
-
-    def worker_env():  # defined here: cloudpickle sends it by value (a worker job cannot import the tests)
-        import os
-
-        return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+    from tests.cluster_env import workers_environ
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    client = open_client(config.ClusterConfig(n_workers=1, threads_per_worker=1, memory_limit="1GiB"))
-    try:
-        envs = list(client.run(worker_env).values())
-    finally:
-        cluster = client.cluster
-        client.close()
-        cluster.close()
+    envs = workers_environ(config.ClusterConfig(n_workers=1, threads_per_worker=1, memory_limit="1GiB"))
     assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]

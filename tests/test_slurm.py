@@ -66,22 +66,11 @@ def test_workers_that_never_start_time_out_clearly(slurm, make_config):
 def test_worker_jobs_keep_glibcs_adaptive_malloc_and_dasks_other_settings(slurm, make_config, monkeypatch):
     # the job script's export reaches the worker's nanny (chain.cluster.NO_TRIM): no MALLOC_TRIM_THRESHOLD_, and
     # dask's one-thread settings for numpy's libraries still merged in
-    from chain.cluster import open_client
-
-    def worker_env():  # defined here: cloudpickle sends it by value (a worker job cannot import the tests)
-        import os
-
-        return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+    from tests.cluster_env import workers_environ
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     cluster = {"type": "slurm", "n_workers": 1, "threads_per_worker": 1, "memory_limit": "1GiB", "walltime": "00:05:00",
                "host": "127.0.0.1", "startup_timeout_s": 120, "queue": "debug"}
     cfg = config.load(make_config("slurm_env", cluster=cluster))
-    client = open_client(cfg.cluster, cfg.workdir)
-    try:
-        envs = list(client.run(worker_env).values())
-    finally:
-        jobs = client.cluster
-        client.close()
-        jobs.close()
+    envs = workers_environ(cfg.cluster, cfg.workdir)
     assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
