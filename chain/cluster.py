@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import dask
 import rasterio
 from dask.distributed import Client, LocalCluster, as_completed
 
@@ -69,8 +70,6 @@ def open_client(cfg: ClusterConfig, workdir: Path | None = None) -> Client:
     quiet_workers()
     if cfg.type in ("slurm", "pbs"):
         return _jobqueue_client(cfg, workdir)
-    import dask
-
     with _workers_ignore_ctrl_c(), dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in NO_TRIM.items()}):
         cluster = LocalCluster(**_local_kwargs(cfg))
     client = Client(cluster)

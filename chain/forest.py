@@ -261,10 +261,15 @@ if numba is not None:
                         for k in range(LANES):
                             out[j, k0 + k] += leaves[leaf, k0 + k]
 
+    @njit(cache=True, nogil=True)
+    def _block(X, pixels, s, m):  # type: ignore[no-untyped-def]
+        """Pixels s..s+m as the kernel reads them, [feature, pixel], a view in X's own layout (never a copy):
+        ``X[s:s + m].T`` of pixel-major X (n, F), ``X[:, s:s + m]`` of feature-major X (F, n)."""
+        return X[s:s + m].T if pixels else X[:, s:s + m]
+
     # the driver twice: parallel over blocks (one caller at a time, e.g. compare_models), and serial for
     # classify tiles, where dask already runs one tile per core: numba's default "workqueue" threading
-    # layer must not be entered by two threads at once, and serial code never enters it; X is (n, F) when
-    # ``pixels``, else (F, n): the two calls below are two compiled layouts of the same kernel
+    # layer must not be entered by two threads at once, and serial code never enters it
 
     @njit(parallel=True, cache=True, nogil=True)
     def _proba_sum_parallel(X, pixels, nodes, value, pure, roots, depth, first, out):  # type: ignore[no-untyped-def]
@@ -272,20 +277,14 @@ if numba is not None:
         for b in prange((n + BLOCK - 1) // BLOCK):
             s = b * BLOCK
             m = min(n, s + BLOCK) - s
-            if pixels:
-                _walk_block(X[s:s + m].T, nodes, value, pure, roots, depth, first, out[s:s + m])
-            else:
-                _walk_block(X[:, s:s + m], nodes, value, pure, roots, depth, first, out[s:s + m])
+            _walk_block(_block(X, pixels, s, m), nodes, value, pure, roots, depth, first, out[s:s + m])
 
     @njit(cache=True, nogil=True)
     def _proba_sum_serial(X, pixels, nodes, value, pure, roots, depth, first, out):  # type: ignore[no-untyped-def]
         n = out.shape[0]
         for s in range(0, n, BLOCK):
             m = min(n, s + BLOCK) - s
-            if pixels:
-                _walk_block(X[s:s + m].T, nodes, value, pure, roots, depth, first, out[s:s + m])
-            else:
-                _walk_block(X[:, s:s + m], nodes, value, pure, roots, depth, first, out[s:s + m])
+            _walk_block(_block(X, pixels, s, m), nodes, value, pure, roots, depth, first, out[s:s + m])
 
     @njit(cache=True, nogil=True)
     def _proba_sum_stacked(X, pixels, nodes, value, pure, roots, depth, first, bounds, out):  # type: ignore[no-untyped-def]
@@ -296,10 +295,7 @@ if numba is not None:
             m = min(n, s + BLOCK) - s
             for f in range(bounds.shape[0] - 1):
                 a, b = bounds[f], bounds[f + 1]
-                if pixels:
-                    _walk_block(X[s:s + m].T, nodes, value, pure, roots[a:b], depth[a:b], first[a:b], out[f, s:s + m])
-                else:
-                    _walk_block(X[:, s:s + m], nodes, value, pure, roots[a:b], depth[a:b], first[a:b], out[f, s:s + m])
+                _walk_block(_block(X, pixels, s, m), nodes, value, pure, roots[a:b], depth[a:b], first[a:b], out[f, s:s + m])
 
 
 def _run(forest: CompiledForest, X: np.ndarray, pixels: bool, threads: int | None) -> np.ndarray:
