@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def confusion_png_name(run: int) -> str:
+    """The confusion matrix figure of ``run`` in the final folder (validate writes it; the HTML report embeds it)."""
+    return f"confusion_Seed_{run}.png"
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path
@@ -237,7 +242,7 @@ class Paths:
         return self.final / "report.html"
 
     def confusion_png(self, run: int) -> Path:
-        return self.final / f"confusion_Seed_{run}.png"
+        return self.final / confusion_png_name(run)
 
 
 def style(map_path: Path) -> Path:

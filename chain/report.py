@@ -9,6 +9,7 @@ import numpy as np
 
 from chain.atomic import atomic_path, write_json, write_text
 from chain.metrics import mean_ci, scores
+from chain.paths import confusion_png_name
 
 
 def run_metrics(cm: np.ndarray, labels: list[int]) -> dict[str, Any]:
@@ -111,7 +112,7 @@ def write_reports(final: Path, runs: list[dict[str, Any]], labels: list[int], na
                   regularized: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     summary = summarize(runs, labels)
     for r, m in enumerate(runs):
-        confusion_png(final / f"confusion_Seed_{r}.png", np.array(m["confusion"]), labels, names,
+        confusion_png(final / confusion_png_name(r), np.array(m["confusion"]), labels, names,
                       f"Run {r}: OA {m['oa']:.3f}, kappa {m['kappa']:.3f}")
     doc: dict[str, Any] = {"evaluated_on": part, "labels": labels, "names": {str(k): v for k, v in names.items()},
                            "runs": runs, "summary": summary}

@@ -88,3 +88,27 @@ def test_samples_need_enough_clear_dates(make_config):
     strict = extract_tile(cat, spec, polys, tile, None, 0, 7)
     assert len(strict.code) < len(loose.code)
     assert strict.n_valid.min() >= 7 and loose.n_valid.min() >= 1
+
+
+def test_samples_hold_the_features_of_their_pixels(make_config):
+    from chain.features import compute_features
+    from chain.grid import make_tiles
+    from chain.sampling import extract_tile, pixel_rows
+    from chain.vector import read_reference
+
+    cfg = config.load(make_config())
+    cat = build_catalog(cfg)
+    spec = feature_spec(cfg, cat)
+    polys = read_reference(cfg.inputs.reference, cat.grid)
+    tile = make_tiles(cat.grid, 64)[0]
+    s = extract_tile(cat, spec, polys, tile, None, 0, 1)
+    values = compute_features(cat, spec, tile.window).values
+    r, c = s.row - int(tile.window.row_off), s.col - int(tile.window.col_off)
+    assert len(s.code) > 100 and s.X.dtype == np.float32 and s.X.flags.c_contiguous
+    np.testing.assert_array_equal(s.X, values[:, r, c].T)
+    # a window that is not square, NaN features, every pixel in any order
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(5, 7, 11)).astype(np.float32)
+    v[2, 3, 4] = np.nan
+    rr, cc = rng.integers(0, 7, 40), rng.integers(0, 11, 40)
+    np.testing.assert_array_equal(pixel_rows(v, rr, cc), v[:, rr, cc].T)

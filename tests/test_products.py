@@ -1,5 +1,6 @@
 """Map products: COGs, styles, regularization, probabilities, fusion, vectors, report, compare."""
 
+import base64
 import csv
 import json
 import re
@@ -128,6 +129,11 @@ def test_report_html_is_self_contained(products):
     assert page.count("<img") >= 5 and "data:image/png;base64," in page
     assert "src='http" not in page and 'src="http' not in page
     assert "error-adjusted area" in page and "± " in page
+    # each run's confusion matrix is the figure validate wrote beside it, embedded as it is (not drawn twice)
+    pngs = sorted(final.glob("confusion_Seed_*.png"))
+    assert pngs
+    for png in pngs:
+        assert base64.b64encode(png.read_bytes()).decode() in page, png.name
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (CI installs it)")
