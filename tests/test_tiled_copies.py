@@ -113,6 +113,28 @@ def test_a_copy_holds_the_same_pixels_and_metadata_in_256_px_blocks(tmp_path: Pa
     assert tiled_copies.copy_name(str(src)) != first
 
 
+def test_a_copy_coarser_than_the_grid_has_small_blocks_and_tiles_read_the_same_from_it(tmp_path: Path) -> None:
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    from chain.raster import read_on_grid
+
+    grid = _grid(10.0, 1024, 768)
+    coarse = tmp_path / "b11_20m.tif"  # read bilinearly with a halo of one 20 m pixel: small blocks decode less of it
+    _write(coarse, (384, 512), 20.0, compress="deflate")
+    fine = tmp_path / "b4_10m.tif"
+    _write(fine, (768, 1024), 10.0, compress="deflate")
+    for path, block in ((coarse, tiled_copies.HALO_BLOCK), (fine, tiled_copies.BLOCK)):
+        job = tiled_copies.CopyJob("00000", str(path), str(tmp_path / tiled_copies.copy_name(str(path))), grid)
+        tiled_copies.copy_file(job)
+        with rasterio.open(job.target) as b:
+            assert b.block_shapes[0] == (block, block)
+        for window in (Window(0, 0, 512, 512), Window(512, 256, 512, 512), Window(300, 100, 200, 300)):
+            for resampling in (Resampling.bilinear, Resampling.nearest):
+                np.testing.assert_array_equal(read_on_grid(job.target, grid, window, resampling),
+                                              read_on_grid(path, grid, window, resampling))
+
+
 def _map_hashes(work: Path) -> dict[str, str]:
     out = {}
     for f in sorted((work / "final").glob("*.tif")):
