@@ -157,7 +157,7 @@ def copy_block(src: Any, grid: GridSpec | None) -> int:
     a 512² tile reads a 258² window of a 20 m band, which touches 3 x 3 blocks of 256 (9x the pixels wanted, whenever
     GDAL's block cache no longer holds the neighbours) and 6 x 6 of 64 (2.2x). On the time-series bench (2048², 36
     dates, 216 files of 20 m bands), computing the 16 tiles' features in one process with the workers' 256 MiB cache:
-    16.6-19.2 s with 256² blocks, 12.5-15.5 s with 64² (alternated, three times each); the copies are 3 % larger."""
+    16.6-19.2 s with 256² blocks, 12.5-15.5 s with 64² (alternated, five times each); the copies are 3 % larger."""
     from chain.raster import lattice_factor
 
     k = lattice_factor(src, grid) if grid is not None else None
