@@ -320,7 +320,8 @@ if njit is not None:
         """``_bilinear_kernel`` where every source pixel is valid: each ``ok`` factor is 1.0 (x * 1.0 == x, exactly),
         so a column's denominator is ``(1 - wx) + wx`` on every row and no pixel is left out: the same float64
         operations in the same order, so the same values bit for bit (tested), and an output loop over contiguous rows
-        that the compiler vectorises (a 512² tile of a 20 m band: XXX against YYY ms)."""
+        that the compiler vectorises (a 512² tile of an int16 20 m band: 1.06 against 1.66 ms, min of 15; the 16 tiles' features
+        of the time-series bench in one process 9.3-10.5 s against 10.6-13.7 s, alternated three times)."""
         B, R = block.shape[0], block.shape[1]
         H, W = y.shape[0], x.shape[0]
         w0x = np.empty(W, np.float64)
