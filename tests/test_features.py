@@ -74,33 +74,30 @@ def test_dates_outside_the_range_are_skipped_with_a_warning(make_config, caplog)
     assert "outside gapfill.start/end" in caplog.text
 
 
-def test_samples_need_enough_clear_dates(make_config):
+@pytest.fixture
+def first_tile(cat_spec):
+    """The demo scene's catalogue, feature spec, reference polygons and first 64² tile."""
     from chain.grid import make_tiles
-    from chain.sampling import extract_tile
     from chain.vector import read_reference
 
-    cfg = config.load(make_config())
-    cat = build_catalog(cfg)
-    spec = feature_spec(cfg, cat)
-    polys = read_reference(cfg.inputs.reference, cat.grid)
-    tile = make_tiles(cat.grid, 64)[0]
+    cfg, cat, spec = cat_spec
+    return cat, spec, read_reference(cfg.inputs.reference, cat.grid), make_tiles(cat.grid, 64)[0]
+
+
+def test_samples_need_enough_clear_dates(first_tile):
+    from chain.sampling import extract_tile
+
+    cat, spec, polys, tile = first_tile
     loose = extract_tile(cat, spec, polys, tile, None, 0, 1)
     strict = extract_tile(cat, spec, polys, tile, None, 0, 7)
     assert len(strict.code) < len(loose.code)
     assert strict.n_valid.min() >= 7 and loose.n_valid.min() >= 1
 
 
-def test_samples_hold_the_features_of_their_pixels(make_config):
-    from chain.features import compute_features
-    from chain.grid import make_tiles
+def test_samples_hold_the_features_of_their_pixels(first_tile):
     from chain.sampling import extract_tile, pixel_rows
-    from chain.vector import read_reference
 
-    cfg = config.load(make_config())
-    cat = build_catalog(cfg)
-    spec = feature_spec(cfg, cat)
-    polys = read_reference(cfg.inputs.reference, cat.grid)
-    tile = make_tiles(cat.grid, 64)[0]
+    cat, spec, polys, tile = first_tile
     s = extract_tile(cat, spec, polys, tile, None, 0, 1)
     values = compute_features(cat, spec, tile.window).values
     r, c = s.row - int(tile.window.row_off), s.col - int(tile.window.col_off)
