@@ -16,14 +16,18 @@ from rasterio.enums import Resampling
 from chain.atomic import write_text
 from chain.metrics import area_estimates
 from chain.paths import confusion_png_name
-from chain.report import confusion_fig, pyplot
+from chain.report import pyplot
 
 
 def png_uri(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     pyplot().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return png_data_uri(buf.getvalue())
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def class_pixel_counts(map_path: Path, nodata: int = 0) -> dict[int, int]:
@@ -52,14 +56,6 @@ def quicklook(map_path: Path, classes: dict[int, dict], max_px: int = 900) -> st
     ax.legend(handles=[Patch(color=lut[c][:3], label=f"{c} {classes[c]['name']}") for c in present],
               loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return png_uri(fig)
-
-
-def confusion_figure(cm: np.ndarray, ticks: list[str], title: str, png: Path | None = None) -> str:
-    """The figure ``report.write_reports`` left in ``png`` (the same matrix), else drawn: drawing each run's twice cost
-    0.7 s a run (matplotlib; 3.3 of the 13.5 s validate of a 5-run 2048² scene)."""
-    if png is not None and png.is_file():
-        return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-    return png_uri(confusion_fig(cm, ticks, title))
 
 
 def prf_figure(summary: dict[str, Any], labels: list[int], ticks: list[str]) -> str:
@@ -216,9 +212,10 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
                          for t, c in zip(ticks, labels, strict=True)]))
     parts.append(f"<img alt='per-class scores' src='{prf_figure(s, labels, ticks)}'>")
     for r, run in enumerate(runs):
-        cm = np.array(run["confusion"])
+        # the figure validate wrote beside the maps (report.write_reports), not drawn again: 0.7 s a run in matplotlib
+        png = png_data_uri((final / confusion_png_name(r)).read_bytes())
         parts.append(f"<h3>Confusion matrix, run {r} (OA {run['oa']:.3f}, kappa {run['kappa']:.3f})</h3>"
-                     f"<img alt='confusion matrix run {r}' src='{confusion_figure(cm, ticks, f'run {r}', final / confusion_png_name(r))}'>")
+                     f"<img alt='confusion matrix run {r}' src='{png}'>")
 
     counts = class_pixel_counts(map0)
     pixel_area_ha = context.get("pixel_area_m2", 100.0) / 10_000
@@ -238,8 +235,8 @@ def build(final: Path, metrics: dict[str, Any], classes: dict[int, dict], contex
                                                 [[m["name"], m["params"], _fmt(s["oa"]), _fmt(s["kappa"])] for m in models]))
     curves = [Path(c) for c in context.get("training_curves", []) if Path(c).exists()]
     if curves:
-        imgs = "".join(f"<figure><img alt='training curves run {i}' src='data:image/png;base64,"
-                       f"{base64.b64encode(c.read_bytes()).decode()}'><figcaption>run {i}</figcaption></figure>"
+        imgs = "".join(f"<figure><img alt='training curves run {i}' src='{png_data_uri(c.read_bytes())}'>"
+                       f"<figcaption>run {i}</figcaption></figure>"
                        for i, c in enumerate(curves))
         parts.append("<h2>Training curves</h2>" + imgs + "<p class='note'>Loss per epoch (and validation accuracy with the "
                      "64/16/20 split); the weights kept are those of the best epoch.</p>")

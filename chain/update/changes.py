@@ -37,7 +37,7 @@ def changes_and_report(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
     from chain import products
     from chain.atomic import write_json, write_text
     from chain.compare import compare_maps
-    from chain.html_report import CSS, html_table
+    from chain.html_report import CSS, html_table, png_data_uri
 
     up = ctx.cfg.update
     assert up is not None
@@ -57,9 +57,7 @@ def changes_and_report(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
     names = {c: v["name"] for c, v in products.classes(ctx).items()}
     metrics = json.loads(p.metrics.read_text())["summary"] if p.metrics.exists() else None
     scores_png = p.step("carryover") / "scores.png"
-    import base64
-
-    img = base64.b64encode(scores_png.read_bytes()).decode() if scores_png.exists() else ""
+    img = png_data_uri(scores_png.read_bytes()) if scores_png.exists() else ""
     page = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chain update</title><style>{CSS}</style></head><body>",
             "<h1>Annual update</h1>",
             f"<p>Last year's run: {html.escape(str(prev.workdir))}<br>This year's: {html.escape(str(ctx.workdir))}</p>",
@@ -71,7 +69,7 @@ def changes_and_report(ctx: Context, prev: PreviousRun) -> dict[str, Any]:
             f"<code>final/reference_flagged.gpkg</code> for review. Each polygon is scored by a siamese encoder that never saw it "
             f"({carry['folds']} folds); retrieval of each polygon's own place among its fold's: mAP@5 {carry['map_at_5']:.3f} "
             f"(chance {carry['map_at_5_chance']:.3f}).</p>",
-            f"<img alt='score distribution' src='data:image/png;base64,{img}'>" if img else "",
+            f"<img alt='score distribution' src='{img}'>" if img else "",
             html_table(["class", "flagged polygons"], [[f"{c} {names.get(int(c), '')}", n] for c, n in carry["flagged_per_class"].items()]),
             "<h2>Models</h2>",
             html_table(["run", "type", "origin", "from", "pruned", "criterion", "parameters", "before pruning", "training pixels"],
