@@ -41,8 +41,8 @@ def linear_into(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_
     """``linear`` written into ``out`` (B, T_out, N) float32, band-major as the feature stack is, then
     ``* scale + offset`` (float32) when ``scale`` is given: no temporaries of the series' size.
 
-    One compiled pass per pixel (numba): its valid dates, then each output date's neighbours by a walking
-    pointer, then every band. The float32 arithmetic is the same as the vectorised rule's
+    Compiled (numba), across pixels: each input date's last and first valid neighbours, then each output
+    date's value from the rows of its two neighbouring input dates. The float32 arithmetic is the same as the vectorised rule's
     (``_linear_numpy``), so the results are identical bit for bit (tested).
     """
     T, B, N = values.shape
@@ -60,7 +60,9 @@ def linear_into(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_
         filled = _linear_numpy(values, valid, in_days, out_days).transpose(1, 0, 2)
         out[...] = filled * np.float32(scale) + np.float32(offset) if scale is not None else filled
         return
-    _linear_kernel(values, np.ascontiguousarray(valid), in_days, out_days, out, scale is not None,
+    k_le = np.searchsorted(in_days, out_days, side="right") - 1  # the last input date <= each output date
+    k_ge = np.searchsorted(in_days, out_days, side="left")  # the first input date >= it
+    _linear_kernel(values, np.ascontiguousarray(valid), in_days, out_days, k_le, k_ge, out, scale is not None,
                    np.float32(1.0 if scale is None else scale), np.float32(offset))
 
 
@@ -113,74 +115,92 @@ except ImportError:  # pragma: no cover - numba is a dependency
 _linear_kernel = None
 if njit is not None:
 
-    # pixels per pass: the chunk's neighbour tables and band rows stay in L1/L2 (measured on a 512² tile of 36 dates x
-    # 10 bands: 128-256 px 0.27-0.29 s, 1024 px 0.40 s, 4096 px 0.41 s)
-    _CHUNK = 256
+    # pixels per pass: the chunk's tables (validity, filled days and values, weights: ~300 KB) stay in the core's L2
+    # (a 512² tile of 36 dates x 10 bands: 256 px 0.15-0.16 s, 512 px 0.14-0.17, 1024-2048 px 0.13-0.17)
+    _CHUNK = 512
+    _NONE = np.int32(-(2**31))  # "no valid date" in the tables of days (dates are day ordinals, ~740,000)
 
     @njit(cache=True, nogil=True)
-    def _linear_kernel(values, valid, in_days, out_days, out, scaled, scale, offset):  # type: ignore[no-untyped-def]
-        """Per chunk of pixels: first each pixel's neighbours and weight for every output date (its valid
-        dates walked once), then band by band: the chunk's rows of the band copied to a float32 buffer (the
-        series' rows lie a multiple of 4 KiB apart, so reading them in place thrashes the cache sets), then
-        date by date, a pass over the chunk's pixels."""
+    def _linear_kernel(values, valid, in_days, out_days, k_le, k_ge, out, scaled, scale, offset):  # type: ignore[no-untyped-def]
+        """Per chunk of pixels, with no gather: each input date's last valid day at or before it and first valid day
+        at or after it (a forward and a backward pass over the dates, each a select across the chunk's pixels);
+        an output date d lies between the fixed input dates k_le (the last <= d) and k_ge (the first >= d), so its
+        neighbours are those tables' rows k_le and k_ge, read contiguously. Then band by band the same two passes
+        over the values, and each output date's row. Every loop runs across pixels and compiles to vector code
+        (the per-pixel walk it replaces gathered from the chunk's series: 0.29-0.40 s a 512² tile against
+        0.13-0.20 s); the float32 arithmetic is unchanged, so the results are the same bits."""
         T, B, N = values.shape
         T_out = out_days.shape[0]
-        idx = np.empty(T, np.int64)
-        prev = np.empty((T_out, _CHUNK), np.int64)
-        nxt = np.empty((T_out, _CHUNK), np.int64)
-        weight = np.empty((T_out, _CHUNK), np.float32)
-        empty = np.empty(_CHUNK, np.bool_)
-        buf = np.empty((T, _CHUNK), np.float32)
+        C = _CHUNK
+        ok = np.empty((T, C), np.bool_)
+        before = np.empty((T, C), np.int32)  # the last valid day at or before input date t (_NONE: none)
+        after = np.empty((T, C), np.int32)  # the first valid day at or after t
+        fwd = np.empty((T, C), np.float32)  # the same for the band's values
+        bwd = np.empty((T, C), np.float32)
+        weight = np.empty((T_out, C), np.float32)
+        has_prev = np.empty((T_out, C), np.bool_)
+        empty = np.empty(C, np.bool_)
         nan = np.float32(np.nan)
-        for c0 in range(0, N, _CHUNK):
-            L = min(_CHUNK, N - c0)
+        for c0 in range(0, N, C):
+            L = min(C, N - c0)
+            for t in range(T):
+                o, v = ok[t], valid[t, c0:c0 + L]
+                for k in range(L):
+                    o[k] = v[k]
+            cur, o, d = before[0], ok[0], in_days[0]
             for k in range(L):
-                n = c0 + k
-                m = 0
-                for t in range(T):
-                    if valid[t, n]:
-                        idx[m] = t
-                        m += 1
-                empty[k] = m == 0
-                if m == 0:
-                    for j in range(T_out):
-                        prev[j, k] = 0
-                        nxt[j, k] = 0
-                        weight[j, k] = 0
-                    continue
-                q = -1  # the last valid date <= the output date (index into idx), -1: none yet
-                for j in range(T_out):
-                    d = out_days[j]
-                    while q + 1 < m and in_days[idx[q + 1]] <= d:
-                        q += 1
-                    if q >= 0:
-                        p = idx[q]
-                        # the first valid date >= d: p itself when it falls on d, else the next valid one
-                        nx = p if in_days[p] == d else (idx[q + 1] if q + 1 < m else p)
-                    else:  # before the first valid date: replicate it
-                        p = idx[0]
-                        nx = p
-                    dp = in_days[p]
-                    span = in_days[nx] - dp
-                    prev[j, k] = p
-                    nxt[j, k] = nx
-                    weight[j, k] = np.float32((d - dp) / np.float64(span)) if span > 0 else np.float32(0.0)
+                cur[k] = d if o[k] else _NONE
+            for t in range(1, T):
+                cur, prv, o, d = before[t], before[t - 1], ok[t], in_days[t]
+                for k in range(L):
+                    cur[k] = d if o[k] else prv[k]
+            cur, o, d, last = after[T - 1], ok[T - 1], in_days[T - 1], before[T - 1]
+            for k in range(L):
+                cur[k] = d if o[k] else _NONE
+                empty[k] = last[k] == _NONE
+            for t in range(T - 2, -1, -1):
+                cur, nxt, o, d = after[t], after[t + 1], ok[t], in_days[t]
+                for k in range(L):
+                    cur[k] = d if o[k] else nxt[k]
+            for j in range(T_out):
+                # no valid date before d: the first after it is replicated; none after: the last before it
+                d, lo, hi = out_days[j], k_le[j] >= 0, k_ge[j] < T
+                prow, nrow = before[max(k_le[j], 0)], after[min(k_ge[j], T - 1)]
+                wr, hp = weight[j], has_prev[j]
+                for k in range(L):
+                    p = prow[k] if lo else _NONE
+                    n = nrow[k] if hi else _NONE
+                    hp[k] = p != _NONE
+                    dp = p if hp[k] else n
+                    span = (n if n != _NONE else dp) - dp
+                    wr[k] = np.float32((d - dp) / np.float64(span)) if span > 0 else np.float32(0.0)
             for b in range(B):
-                for t in range(T):
-                    src = values[t, b]
+                src, cur, o = values[0, b, c0:c0 + L], fwd[0], ok[0]
+                for k in range(L):
+                    cur[k] = np.float32(src[k]) if o[k] else np.float32(0.0)
+                for t in range(1, T):
+                    src, cur, prv, o = values[t, b, c0:c0 + L], fwd[t], fwd[t - 1], ok[t]
                     for k in range(L):
-                        buf[t, k] = np.float32(src[c0 + k])
+                        cur[k] = np.float32(src[k]) if o[k] else prv[k]
+                bwd[T - 1, :L] = fwd[T - 1, :L]  # after the last valid date, its value: vn = vp where none follows
+                for t in range(T - 2, -1, -1):
+                    cur, nxt, f, o = bwd[t], bwd[t + 1], fwd[t], ok[t]
+                    for k in range(L):
+                        cur[k] = f[k] if o[k] else nxt[k]
                 for j in range(T_out):
-                    row = out[b, j]
-                    pj, nj, wj = prev[j], nxt[j], weight[j]
+                    frow, brow = fwd[max(k_le[j], 0)], bwd[min(k_ge[j], T - 1)]
+                    wr, hp = weight[j], has_prev[j]
+                    row = out[b, j, c0:c0 + L]
                     if scaled:
                         for k in range(L):
-                            vp, vn = buf[pj[k], k], buf[nj[k], k]
-                            row[c0 + k] = (vp + wj[k] * (vn - vp)) * scale + offset
+                            vn = brow[k]
+                            vp = frow[k] if hp[k] else vn
+                            row[k] = (vp + wr[k] * (vn - vp)) * scale + offset
                     else:
                         for k in range(L):
-                            vp, vn = buf[pj[k], k], buf[nj[k], k]
-                            row[c0 + k] = vp + wj[k] * (vn - vp)
+                            vn = brow[k]
+                            vp = frow[k] if hp[k] else vn
+                            row[k] = vp + wr[k] * (vn - vp)
             for k in range(L):
                 if empty[k]:
                     for b in range(B):

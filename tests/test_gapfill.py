@@ -95,7 +95,7 @@ def test_spline_follows_the_otb_rule_per_pixel():
     assert np.allclose(spline(values, np.ones_like(valid), days, days), values, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.float32])
 def test_compiled_kernel_is_bit_identical_to_the_vectorised_rule(dtype):
     """The numba pass (chain.gapfill.linear_into) against the numpy rule, edges, all-cloudy and all-clear pixels,
     output dates before, between, on and after the input dates; with and without the reflectance scale."""
