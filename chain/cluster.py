@@ -248,4 +248,15 @@ def map_tiles(
         for f in futures:
             if not f.done():
                 f.cancel()
+        _release_scratch(client)
     return counts
+
+
+def _release_scratch(client: Client) -> None:
+    """The workers' pooled tile buffers (chain.scratch), and this process's, dropped at the end of a tiled step: the
+    next step's tiles have other arrays."""
+    from chain import scratch
+
+    scratch.release()
+    with contextlib.suppress(Exception):  # a worker lost on the way: nothing to release there
+        client.run(scratch.release)

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from chain import scratch
+
 try:
     import numba
     from numba import njit, prange
@@ -303,7 +305,7 @@ def _run(forest: CompiledForest, X: np.ndarray, pixels: bool, threads: int | Non
     if numba is None:  # pragma: no cover
         raise RuntimeError("numba is not installed")
     lanes = forest.lanes
-    out = np.zeros((X.shape[0] if pixels else X.shape[1], lanes.shape[1]), dtype=np.float64)
+    out = scratch.zeros((X.shape[0] if pixels else X.shape[1], lanes.shape[1]), np.float64)
     kernel = _proba_sum_serial if threads == 1 else _proba_sum_parallel
     if threads and threads > 1:
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
@@ -367,7 +369,7 @@ def predict_proba_stacked(stacked: ForestStack, X: np.ndarray, pixel_major: bool
         raise RuntimeError("numba is not installed")
     X = np.ascontiguousarray(X, dtype=np.float32)
     f = stacked.forest
-    out = np.zeros((len(stacked.n_classes), X.shape[0] if pixel_major else X.shape[1], f.lanes.shape[1]), np.float64)
+    out = scratch.zeros((len(stacked.n_classes), X.shape[0] if pixel_major else X.shape[1], f.lanes.shape[1]), np.float64)
     _proba_sum_stacked(X, pixel_major, f.nodes, f.lanes, f.pure, f.roots, f.depth, f.first, stacked.bounds, out)
     return [out[i, :, :k] / n for i, (k, n) in enumerate(zip(stacked.n_classes, stacked.n_trees, strict=True))]
 

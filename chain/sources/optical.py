@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from chain import scratch
 from chain.errors import ConfigError, InputError
 from chain.sources.base import Header, Source, SourceBlock, read_header
 from chain.spec import FeatureGroup, series_group
@@ -100,7 +101,7 @@ def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a - b) / (a + b) in float32, 0 where a + b is 0 (NaN stays NaN)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     if _nd_kernel is not None and a.flags.c_contiguous and b.flags.c_contiguous and a.shape == b.shape:
-        out = np.empty(a.shape, np.float32)
+        out = scratch.empty(a.shape, np.float32)
         _nd_kernel(a.ravel(), b.ravel(), out.ravel())  # one pass, no temporaries: the same float32 operations
         return out
     s = a + b
@@ -112,7 +113,7 @@ def _brightness(bands: dict[str, np.ndarray]) -> np.ndarray:
     """sqrt of the sum of the squared bands (float32, summed in the bands' order)."""
     arrays = [np.asarray(v, np.float32) for v in bands.values()]
     if _sq_kernel is not None and all(v.flags.c_contiguous and v.shape == arrays[0].shape for v in arrays):
-        acc = np.zeros(arrays[0].shape, np.float32)
+        acc = scratch.zeros(arrays[0].shape, np.float32)
         for v in arrays:
             _sq_kernel(v.ravel(), acc.ravel())
         return np.sqrt(acc, out=acc)
@@ -340,7 +341,7 @@ class OpticalSeries(Source):
                 off = np.array([acq.offsets.get(b, self.offset) for b in self.bands], np.float32)[:, None, None]
                 v = v.astype(np.float32) * np.float32(self.scale) + off
             if values is None:
-                values = np.empty((len(dates), len(self.bands), h, w), dtype=v.dtype)
+                values = scratch.empty((len(dates), len(self.bands), h, w), v.dtype)
             if not seen[t]:
                 values[t] = v
                 valid[t] = ok
@@ -360,7 +361,7 @@ class OpticalSeries(Source):
         T, B, h, w = raw.shape
         T_out = len(group.dates)
         # the stack is written in place, band-major as the group's names: bands (B, T_out), then the indices
-        values = np.empty((len(group.channels), T_out, h * w), np.float32)
+        values = scratch.empty((len(group.channels), T_out, h * w), np.float32)
         # else already reflectance (offsets differ between products)
         scale = None if self.per_product_reflectance() else self.scale
         gapfill.fill_into(raw.reshape(T, B, h * w), valid.reshape(T, h * w), self.dates, list(group.dates), method, values[:B],
