@@ -17,7 +17,6 @@ import pandas as pd
 from rasterio.features import rasterize
 from shapely.geometry import box
 
-from chain import scratch
 from chain.catalog import Catalog
 from chain.features import compute_features
 from chain.grid import GridSpec, Tile
@@ -88,17 +87,35 @@ def extract_tile(cat: Catalog, spec: FeatureSpec, polys: gpd.GeoDataFrame, tile:
 
 
 def pixel_rows(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(n, F) float32, C-ordered: the features of pixels (rows, cols) of ``values`` (F, h, w). One ``take`` of flat
-    indices, then one transposing copy: 3x faster than indexing (F, h, w) with two index arrays and copying its
-    transposed view again (a 512² tile, 455 features, 190,000 pixels: 0.20-0.24 against 0.61-0.67 s; the same
-    values)."""
+    """(n, F) float32, C-ordered: the features of pixels (rows, cols) of ``values`` (F, h, w), gathered straight into
+    the rows (a compiled pass, 128 pixels' rows at a time so that they stay in the core's cache): no (F, n) copy in
+    between, which was as large as the result (a 512² tile, 455 features, 190,000 pixels: 346 MB less at the tile's
+    peak; 0.19 s, against 0.20-0.69 s for a ``take`` and a transposing copy, whose pages were faulted in anew)."""
     flat = rows.astype(np.intp) * values.shape[2] + cols
-    # mode="clip": the indices are in range, and the default mode ("raise") would gather into a temporary first
-    picked = np.take(values.reshape(values.shape[0], -1), flat, axis=1, mode="clip",
-                     out=scratch.empty((values.shape[0], len(flat)), values.dtype))
-    out = scratch.empty((len(flat), values.shape[0]), np.float32)
-    out[...] = picked.T
+    out = np.empty((len(flat), values.shape[0]), np.float32)
+    src = values.reshape(values.shape[0], -1)
+    if _gather_rows is None or src.dtype != np.float32:  # pragma: no cover - numba is a dependency
+        out[...] = np.take(src, flat, axis=1).T
+    else:
+        _gather_rows(src, flat, out)
     return out
+
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency
+    njit = None  # type: ignore[assignment]
+_gather_rows = None
+if njit is not None:
+
+    @njit(cache=True, nogil=True)
+    def _gather_rows(values, flat, out):  # type: ignore[no-untyped-def]
+        for s in range(0, flat.shape[0], 128):
+            e = min(flat.shape[0], s + 128)
+            for f in range(values.shape[0]):
+                row = values[f]
+                for i in range(s, e):
+                    out[i, f] = row[flat[i]]
 
 
 def pixel_keys(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:

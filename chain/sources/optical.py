@@ -341,7 +341,7 @@ class OpticalSeries(Source):
                 off = np.array([acq.offsets.get(b, self.offset) for b in self.bands], np.float32)[:, None, None]
                 v = v.astype(np.float32) * np.float32(self.scale) + off
             if values is None:
-                values = scratch.empty((len(dates), len(self.bands), h, w), v.dtype)
+                values = np.empty((len(dates), len(self.bands), h, w), dtype=v.dtype)
             if not seen[t]:
                 values[t] = v
                 valid[t] = ok
