@@ -87,3 +87,34 @@ def test_threads_never_share_a_buffer_they_hold():
         t.join()
     assert clashes == []
     assert len(scratch._pool) <= scratch.KEEP
+
+
+def test_a_tiled_step_leaves_no_pooled_buffer_in_its_workers():
+    """map_tiles drops the workers' pools (and this process's) once its tiles are done: the next step's tiles have
+    other arrays, and a worker would otherwise hold its last tile's buffers through the steps that follow."""
+    from types import SimpleNamespace
+
+    from chain import config
+    from chain.cluster import map_tiles, open_client
+
+    def tile_work(tile: SimpleNamespace) -> int:  # nested: cloudpickle sends it by value to the worker process
+        from chain import scratch as pool
+
+        a = pool.empty((pool.MIN_BYTES // 4 + 1,))
+        a[:] = 1.0
+        return pool.pooled()
+
+    cfg = config.ClusterConfig(n_workers=1, threads_per_worker=1, memory_limit="1GiB")
+    client = open_client(cfg)
+    try:
+        during = client.gather(client.map(tile_work, [SimpleNamespace(id="x")], pure=False))
+        assert during[0] > 0  # the worker's pool holds the tile's buffer between tasks
+        scratch.empty(BIG)  # and so does this process's
+        map_tiles(client, cfg, tile_work, [SimpleNamespace(id=i) for i in ("a", "b")], is_done=lambda t: False,
+                  key="scratch-test", desc="test")
+        assert list(client.run(scratch.pooled).values()) == [0]
+        assert scratch.pooled() == 0
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
