@@ -14,6 +14,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from numba import njit
 from rasterio.features import rasterize
 from shapely.geometry import box
 
@@ -93,29 +94,18 @@ def pixel_rows(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
     peak; 0.19 s, against 0.20-0.69 s for a ``take`` and a transposing copy, whose pages were faulted in anew)."""
     flat = rows.astype(np.intp) * values.shape[2] + cols
     out = np.empty((len(flat), values.shape[0]), np.float32)
-    src = values.reshape(values.shape[0], -1)
-    if _gather_rows is None or src.dtype != np.float32:  # pragma: no cover - numba is a dependency
-        out[...] = np.take(src, flat, axis=1).T
-    else:
-        _gather_rows(src, flat, out)
+    _gather_rows(values.reshape(values.shape[0], -1), flat, out)
     return out
 
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - numba is a dependency
-    njit = None  # type: ignore[assignment]
-_gather_rows = None
-if njit is not None:
-
-    @njit(cache=True, nogil=True)
-    def _gather_rows(values, flat, out):  # type: ignore[no-untyped-def]
-        for s in range(0, flat.shape[0], 128):
-            e = min(flat.shape[0], s + 128)
-            for f in range(values.shape[0]):
-                row = values[f]
-                for i in range(s, e):
-                    out[i, f] = row[flat[i]]
+@njit(cache=True, nogil=True)
+def _gather_rows(values, flat, out):  # type: ignore[no-untyped-def]
+    for s in range(0, flat.shape[0], 128):
+        e = min(flat.shape[0], s + 128)
+        for f in range(values.shape[0]):
+            row = values[f]
+            for i in range(s, e):
+                out[i, f] = row[flat[i]]
 
 
 def pixel_keys(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
