@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy.special import stdtrit
 
 
 def confusion(ref: np.ndarray, pred: np.ndarray, labels: list[int]) -> np.ndarray:
@@ -45,7 +45,9 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     a = a[np.isfinite(a)]
     if len(a) < 2:
         return float(a.mean()) if len(a) else float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + level / 2, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
+    # the Student-t quantile as scipy.stats.t.ppf computes it (its _ppf is this function), without importing
+    # scipy.stats (0.6-0.9 s, for this one number)
+    half = stdtrit(len(a) - 1, 0.5 + level / 2) * a.std(ddof=1) / np.sqrt(len(a))
     return float(a.mean()), float(half)
 
 

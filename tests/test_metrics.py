@@ -30,6 +30,12 @@ def test_mean_ci_uses_student_t():
     assert np.isclose(m, 0.9)
     assert np.isclose(h, 4.302652729911275 * 0.1 / np.sqrt(3))
     assert np.isnan(mean_ci([0.5])[1])
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 10, 30):  # the same bits as scipy.stats' quantile, which chain.metrics does not import
+        v = rng.random(n)
+        assert mean_ci(list(v), 0.9)[1] == stats.t.ppf(0.95, n - 1) * v.std(ddof=1) / np.sqrt(n)
 
 
 def test_area_estimates_follow_the_stratified_estimator():
