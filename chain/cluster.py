@@ -14,6 +14,7 @@ import dask
 import rasterio
 from dask.distributed import Client, LocalCluster, as_completed
 
+from chain import scratch
 from chain.config import ClusterConfig
 from chain.errors import ChainError, ConfigError, StepError
 from chain.log import Progress
@@ -255,8 +256,6 @@ def map_tiles(
 def _release_scratch(client: Client) -> None:
     """The workers' pooled tile buffers (chain.scratch), and this process's, dropped at the end of a tiled step: the
     next step's tiles have other arrays."""
-    from chain import scratch
-
     scratch.release()
     with contextlib.suppress(Exception):  # a worker lost on the way: nothing to release there
         client.run(scratch.release)

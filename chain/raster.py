@@ -342,7 +342,6 @@ if njit is not None:
                     out[b, i, j] = np.floor(val + 0.5) if is_int else val
 
 
-
 def _padded_read(src: rasterio.DatasetReader, r0: int, r1: int, c0: int, c1: int, fill: float | None,
                  band: int | list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Rows r0:r1, cols c0:c1 of the source (may reach outside it: filled) and where it holds data."""

@@ -10,9 +10,9 @@ array owning its memory alive, so the owner's reference count says whether a cal
 (the classify step's block shared by the runs, a deep model's batch): such a caller simply gets a new buffer
 next time. ``release`` drops the pool (the end of each tiled step, on every worker).
 
-Used for the arrays that live through a tile's work anyway (the feature stack, the forests' class sums) or briefly
-and small (an index plane): pooled, an array freed early in a tile (the raw series, 189 MB) would stay held while
-the rest of the tile runs, and raise the tile's peak.
+Used for the arrays that live through a tile's work anyway (the feature stack, the forests' class sums): pooled, an
+array freed early in a tile (the raw series, 189 MB) would stay held while the rest of the tile runs, and raise the
+tile's peak.
 """
 
 from __future__ import annotations

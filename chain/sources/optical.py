@@ -97,27 +97,31 @@ def _covers(outer: tuple[float, float, float, float], inner: tuple[float, float,
             and outer[3] >= inner[3] - tol)
 
 
-def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(a - b) / (a + b) in float32, 0 where a + b is 0 (NaN stays NaN)."""
+def _contiguous(*arrays: np.ndarray) -> bool:
+    return all(v.flags.c_contiguous and v.shape == arrays[0].shape for v in arrays)
+
+
+def _normalized_difference(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """(a - b) / (a + b) in float32 into ``out`` (the stack's plane), 0 where a + b is 0 (NaN stays NaN)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    if _nd_kernel is not None and a.flags.c_contiguous and b.flags.c_contiguous and a.shape == b.shape:
-        out = scratch.empty(a.shape, np.float32)
+    if _nd_kernel is not None and _contiguous(a, b, out):
         _nd_kernel(a.ravel(), b.ravel(), out.ravel())  # one pass, no temporaries: the same float32 operations
-        return out
+        return
     s = a + b
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(s != 0, (a - b) / s, 0.0).astype(np.float32)
+        out[...] = np.where(s != 0, (a - b) / s, 0.0).astype(np.float32)
 
 
-def _brightness(bands: dict[str, np.ndarray]) -> np.ndarray:
-    """sqrt of the sum of the squared bands (float32, summed in the bands' order)."""
+def _brightness(bands: dict[str, np.ndarray], out: np.ndarray) -> None:
+    """sqrt of the sum of the squared bands (float32, summed in the bands' order) into ``out``."""
     arrays = [np.asarray(v, np.float32) for v in bands.values()]
-    if _sq_kernel is not None and all(v.flags.c_contiguous and v.shape == arrays[0].shape for v in arrays):
-        acc = scratch.zeros(arrays[0].shape, np.float32)
+    if _sq_kernel is not None and _contiguous(out, *arrays):
+        out.fill(0)
         for v in arrays:
-            _sq_kernel(v.ravel(), acc.ravel())
-        return np.sqrt(acc, out=acc)
-    return np.sqrt(sum(v * v for v in arrays)).astype(np.float32)
+            _sq_kernel(v.ravel(), out.ravel())
+        np.sqrt(out, out=out)
+        return
+    out[...] = np.sqrt(sum(v * v for v in arrays)).astype(np.float32)
 
 
 try:
@@ -140,11 +144,12 @@ if njit is not None:
             acc[i] += v[i] * v[i]
 
 
-# name -> (common band names it needs, None = every band; function of {common name or band: reflectance})
-INDICES: dict[str, tuple[tuple[str, ...] | None, Callable[[dict[str, np.ndarray]], np.ndarray]]] = {
-    "ndvi": (("nir", "red"), lambda b: _normalized_difference(b["nir"], b["red"])),
+# name -> (common band names it needs, None = every band; function of ({common name or band: reflectance}, the stack's
+# plane it writes): written in place, as the gap-filled bands are, with no plane-sized temporary to copy
+INDICES: dict[str, tuple[tuple[str, ...] | None, Callable[[dict[str, np.ndarray], np.ndarray], None]]] = {
+    "ndvi": (("nir", "red"), lambda b, out: _normalized_difference(b["nir"], b["red"], out)),
     # Gao's NDWI (NIR vs SWIR at 1.6 um), sensitive to vegetation water content, as in iota2's default features
-    "ndwi": (("nir", "swir1"), lambda b: _normalized_difference(b["nir"], b["swir1"])),
+    "ndwi": (("nir", "swir1"), lambda b, out: _normalized_difference(b["nir"], b["swir1"], out)),
     "brightness": (None, _brightness),
 }
 
@@ -371,6 +376,6 @@ class OpticalSeries(Source):
         named = {common.get(b, b): v for b, v in bands.items()}
         for c, channel in enumerate(group.channels[len(self.bands):], start=B):
             needed, fn = INDICES[channel.lower()]
-            values[c] = fn({k: named[k] for k in needed} if needed else bands)
+            fn({k: named[k] for k in needed} if needed else bands, values[c])
         count = valid.sum(axis=0).astype(np.uint16)
         return SourceBlock(values.reshape(-1, h, w), count, {self.clear_band: count})
